@@ -403,11 +403,10 @@ class RunConfig:
             if len(parts) == 1:
                 tree[parts[0]] = value
             elif len(parts) == 2 and parts[0] in _SECTIONS:
-                section = tree.setdefault(parts[0], {})
-                if parts[0] in ("attack", "defence") and parts[1] != "name":
-                    section.setdefault("params", {})[parts[1]] = value
-                else:
-                    section[parts[1]] = value
+                # to_mapping() flattens attack/defence params into their tables, so a
+                # parameter override goes there too (a nested "params" entry would lose
+                # to the flattened value already present)
+                tree.setdefault(parts[0], {})[parts[1]] = value
             elif len(parts) == 2 and parts[0] == "topology_params":
                 tree.setdefault("topology_params", {})[parts[1]] = value
             else:

@@ -18,6 +18,15 @@ def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
     assert back.digest() == cfg.digest()
 
 
+def test_an_override_replaces_a_parameter_the_file_already_sets(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[attack]\nname = "altmin"\nlam = 10\n\n[defence]\nname = "topk-clip"\nkappa = 0.1\n')
+    cfg = RunConfig.from_toml(path).with_overrides({"attack.lam": 20, "defence.kappa": 0.2, "attack.rho": 0.5})
+    assert cfg.attack.params == {"lam": 20, "rho": 0.5}
+    assert cfg.defence.params == {"kappa": 0.2}
+    assert cfg.attack.name == "altmin"
+
+
 @pytest.mark.parametrize(
     ("overrides", "field", "hint"),
     [
