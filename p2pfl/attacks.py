@@ -131,6 +131,10 @@ Stealth statistics (``info`` of every round, also in delayed rounds)
                  comparison for updates, one round late: the adversary's round t-1 update
                  against the benign neighbours' round t-1 updates d_j = xhat_j - x_m(t-1)
                  (exact on the complete graph), and their pairwise spread;
+``prev_within``, ``prev_update_within``  1.0 when the adversary's round t-1 delta (update) is
+                 no farther from any benign one than the benign ones are from each other
+                 (``prev_dist_max <= benign_max``), else 0.0: the paper's distance-spread
+                 stealth test, one round late; summaries count the rounds that pass it;
 ``announced_acc``    accuracy of the announced model on up to 500 clean test examples.
 """
 
@@ -628,7 +632,8 @@ class Attack:
                            update_benign_norm_max=max(float(np.linalg.norm(b)) for b in ben))
             if len(ben) > 1:
                 spread = pairwise(ben)
-                out.update(update_benign_min=min(spread), update_benign_max=max(spread))
+                out.update(update_benign_min=min(spread), update_benign_max=max(spread),
+                           prev_update_within=float(out["prev_update_dist_max"] <= max(spread)))
         benign = list(delta_updates(view.last_deltas, view.public_round, view.round - 1,
                                     exclude=self.colluders).values())
         if benign:
@@ -642,6 +647,8 @@ class Attack:
                 prev = list({id(d): d for d in self.memory.deltas.values()}.values())
                 dist = distances(prev, benign)
                 out.update(prev_dist_min=min(dist), prev_dist_max=max(dist))
+                if "benign_max" in out:
+                    out["prev_within"] = float(max(dist) <= out["benign_max"])
         if self.eval_set is not None:
             model = announce if isinstance(announce, np.ndarray) else own
             out["announced_acc"] = float(view.trainer.evaluate(model, self.eval_set).accuracy)

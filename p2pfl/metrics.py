@@ -84,6 +84,21 @@ def _group_mean(benign: list[Mapping[str, Any]], groups_of: Mapping[int, int]) -
     return {str(g): sum(v) / len(v) for g, v in sorted(groups.items())}
 
 
+def _stealth_counts(rounds: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Rounds in which the adversaries passed the distance-spread test, of those measured.
+
+    A round counts as passed when every adversary's flag is 1 (the per-round value is the
+    mean over adversaries).
+    """
+    out: dict[str, int] = {}
+    for key, name in (("prev_update_within", "update"), ("prev_within", "delta")):
+        flags = [row["attack"][key] for row in rounds if key in row.get("attack", {})]
+        if flags:
+            out[f"{name}_rounds_measured"] = len(flags)
+            out[f"{name}_rounds_within_benign"] = sum(1 for f in flags if f >= 1.0)
+    return out
+
+
 def summarize(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -97,7 +112,8 @@ def summarize(
     and ``malicious_neighbours`` (node -> how many of its neighbours are adversaries) adds
     ``attack_success_by_malicious_neighbours`` when attack metrics exist. The adversaries'
     own per-round ``attack`` statistics (delta norm, distance spread to benign deltas, ...)
-    are averaged over adversaries into ``attack``.
+    are averaged over adversaries into ``attack``; ``stealth`` counts the rounds in which
+    the adversaries' updates (deltas) were within the benign distance spread.
     """
     by_round: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for rec in records:
@@ -124,6 +140,9 @@ def summarize(
             row["attack"] = {k: sum(v) / len(v) for k, v in sorted(stats.items())}
         rounds.append(row)
     summary: dict[str, Any] = {"rounds": rounds, "final": dict(rounds[-1]) if rounds else {}}
+    stealth = _stealth_counts(rounds)
+    if stealth:
+        summary["stealth"] = stealth
     last = by_round[max(by_round)] if by_round else []
     summary["nodes"] = [
         {k: rec[k] for k in ("node", "role", *AGGREGATED) if k in rec}

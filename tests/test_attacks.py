@@ -414,6 +414,19 @@ def test_update_statistics_compare_last_rounds_updates_relative_to_the_same_mode
     assert out.info["prev_update_dist_min"] == pytest.approx(0.01 * root, rel=1e-3)
     assert out.info["prev_update_dist_max"] == pytest.approx(0.02 * root, rel=1e-3)
     assert out.info["update_benign_max"] == pytest.approx(0.03 * root, rel=1e-3)
+    assert out.info["prev_update_within"] == 1.0  # 0.02 <= 0.03: inside the benign spread
+
+
+def test_an_update_farther_than_the_benign_spread_fails_the_distance_test(monkeypatch, x0):
+    optimise, _ = fixed_optimise(lambda start: start + np.float32(0.01))
+    monkeypatch.setattr(Boost, "optimise", optimise)
+    atk = build_attack("boost", {"lam": 1.0}, plan=tiny_plan(), node=0)
+    atk.craft(view_for(tiny_trainer(), x0, round_=1))
+    public = {1: x0.copy(), 2: x0 + np.float32(0.005), 3: x0.copy()}  # benign spread 0.005; ours 0.01
+    last = {1: np.zeros_like(x0), 2: np.full_like(x0, 0.005), 3: np.zeros_like(x0)}
+    out = atk.craft(view_for(tiny_trainer(), x0, round_=2, public=public, last_deltas=last))
+    assert out.info["prev_update_within"] == 0.0
+    assert out.info["prev_within"] == 0.0
 
 
 # --------------------------------------------------------------------------- parameters and profiles

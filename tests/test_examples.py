@@ -128,8 +128,10 @@ def test_estimation_table_script_runs_reduced(tmp_path, capsys):
     table = module.main(["--out", str(tmp_path / "est"), "--set", "rounds=2", *sum((["--set", s] for s in sets), [])])
     lines = table.splitlines()
     assert lines[0].startswith("| t | boosting, no estimation")
-    assert lines[2].startswith("| 2 | ") and "(0.63)" in lines[2]  # ours, then the paper's
-    assert "| 3 | - (0.93)" in lines[3]  # only 2 rounds ran
+    assert lines[2].startswith("| 1 | ") and "(" not in lines[2]  # the paper has no round 1
+    assert lines[3].startswith("| 2 | ") and "(0.63)" in lines[3]  # ours, then the paper's
+    assert "| 3 | - (0.93)" in lines[4]  # only 2 rounds ran
+    assert lines[6].startswith("| 5 | - | - |")
     assert (tmp_path / "est" / "estimation_table.md").read_text().startswith("| t |")
 
 

@@ -27,6 +27,19 @@ def test_summary_aggregates_benign_nodes_only():
     assert [n["node"] for n in s["nodes"]] == [0, 1, 2]
 
 
+def test_summary_counts_rounds_within_the_benign_distance_spread():
+    flags = [1.0, 0.0, 0.5, 1.0]  # round 3: one of two adversaries inside (mean 0.5) does not count
+    records = []
+    for r, f in enumerate(flags, start=2):
+        records += [rec(r, 0, accuracy=0.5),
+                    rec(r, 1, "altmin", attack={"prev_update_within": f, "prev_within": 0.0})]
+    records.append(rec(1, 1, "altmin", attack={"delta_norm": 1.0}))  # round 1: nothing to compare
+    s = summarize(records)
+    assert s["stealth"] == {"update_rounds_measured": 4, "update_rounds_within_benign": 2,
+                            "delta_rounds_measured": 4, "delta_rounds_within_benign": 0}
+    assert "stealth" not in summarize([rec(1, 0, accuracy=0.5)])
+
+
 def test_truncated_last_line_is_skipped(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"round": 1, "node": 0}\n{"round": 1, "no')
