@@ -21,7 +21,8 @@ override) and a ``[sweep]`` table of axes, dotted keys mapping to lists::
 ``sweep.json``    the axes, the base settings and every cell (what ``p2pfl report`` reads)
 ``results.csv``   one row per cell: its settings, final benign accuracy mean/min, final
 ``results.md``    attack success and target confidence, the first round the attack success
-                  reaches 0.9 (``never``), wall time and status
+                  reaches 0.9 (``never``), the rounds in which the adversaries passed the
+                  distance-spread stealth test (``k/n``), wall time and status
 ``plots/``        one comparison plot per axis (:func:`p2pfl.report.write_sweep_plots`)
 
 Resumable: a cell whose folder holds a complete ``summary.json`` of the same settings is
@@ -323,7 +324,7 @@ def load_sweep(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
 
 def result_row(settings: Mapping[str, Any], run: str, summary: Mapping[str, Any] | None,
                status: str) -> dict[str, Any]:
-    """One results row: settings, final metrics, rounds to 0.9 attack success, wall time."""
+    """One results row: settings, final metrics, rounds to 0.9 attack success, stealthy rounds, wall time."""
     row: dict[str, Any] = {"cell": "", "run": run, **settings}
     final = (summary or {}).get("final", {})
     row["accuracy_mean"] = final.get("accuracy_mean")
@@ -335,13 +336,16 @@ def result_row(settings: Mapping[str, Any], run: str, summary: Mapping[str, Any]
     else:
         hit = rounds_to(summary.get("rounds", []), THRESHOLD)
         row["rounds_to_0.9"] = "never" if hit is None else hit
+    stealth = (summary or {}).get("stealth", {})
+    measured = stealth.get("update_rounds_measured")
+    row["stealthy_rounds"] = None if not measured else f"{stealth['update_rounds_within_benign']}/{measured}"
     row["wall_time_s"] = (summary or {}).get("wall_time")
     row["status"] = status
     return row
 
 
 _METRICS = ("accuracy_mean", "accuracy_min", "attack_success", "target_confidence", "rounds_to_0.9",
-            "wall_time_s", "status")
+            "stealthy_rounds", "wall_time_s", "status")
 
 
 def _csv_value(value: Any) -> Any:
@@ -373,7 +377,7 @@ def write_results(out: Path, sweep: Sweep, rows: Sequence[Mapping[str, Any]], *,
 
     b = sweep.base
     head = ["cell", *axes, "accuracy mean", "accuracy min", "attack success", "target confidence",
-            f"rounds to {THRESHOLD}", "wall time (s)", "status"]
+            f"rounds to {THRESHOLD}", "stealthy rounds", "wall time (s)", "status"]
     lines = [f"# {sweep.title}: results", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -387,14 +391,16 @@ def write_results(out: Path, sweep: Sweep, rows: Sequence[Mapping[str, Any]], *,
     for row in rows:
         cells = [str(row.get("cell", "")), *(md(row.get(a)) for a in axes),
                  md(row.get("accuracy_mean")), md(row.get("accuracy_min")), md(row.get("attack_success"), 2),
-                 md(row.get("target_confidence")), md(row.get("rounds_to_0.9")),
+                 md(row.get("target_confidence")), md(row.get("rounds_to_0.9")), md(row.get("stealthy_rounds")),
                  md(row.get("wall_time_s"), 0), str(row.get("status", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracy: clean test accuracy of the benign nodes at the final round (mean and worst node). "
               "Attack success: share of the auxiliary (target) examples that benign nodes classify as the "
               "adversaries' label, mean over benign nodes at the final round; target confidence: the mean "
               f"probability of that label. Rounds to {THRESHOLD}: the first round the mean attack success "
-              f"reached {THRESHOLD}. Cells are numbered as in results.csv; run folders are in `{RUNS_DIR}/`.", ""]
+              f"reached {THRESHOLD}. Stealthy rounds: rounds in which the adversaries' updates were no farther "
+              "from the benign updates than those are from each other (the paper's distance-spread test), "
+              f"of the rounds measured. Cells are numbered as in results.csv; run folders are in `{RUNS_DIR}/`.", ""]
     (out / RESULTS_MD).write_text("\n".join(lines), encoding="utf-8")
 
 

@@ -198,6 +198,12 @@ def test_results_csv_and_md_have_one_row_per_cell(tmp_path, experiment_file, fak
     assert "| 3 | 1 | none | 0.800 | 0.700 | 1.00 |" in md
 
 
+def test_stealthy_rounds_count_the_rounds_within_the_benign_distance_spread():
+    summary = {"rounds": [], "final": {}, "stealth": {"update_rounds_measured": 9, "update_rounds_within_benign": 2}}
+    assert sweep_mod.result_row({}, "r", summary, "done")["stealthy_rounds"] == "2/9"
+    assert sweep_mod.result_row({}, "r", {"rounds": [], "final": {}}, "done")["stealthy_rounds"] is None
+
+
 def test_never_is_written_when_the_attack_never_reaches_the_threshold(tmp_path):
     row = sweep_mod.result_row({}, "r", {"rounds": [{"round": 1, "attack_success_mean": 0.1}],
                                          "final": {"attack_success_mean": 0.1}}, "done")
