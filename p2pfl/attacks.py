@@ -730,6 +730,24 @@ class _DistanceConstrained(_EstimatingAttack):
             tol=0.0 if self.tol is None else self.tol,
         )
 
+    def _benign_step(self, j: _Joint, data: Any) -> None:
+        """One minibatch step on CE(batch) + the distance term."""
+        idx = next(j.batches)
+        j.loop.step(j.opt_b, data.x[idx], data.y[idx], j.extra)
+        self.trace.append("b")
+
+    def _boosted_step(self, j: _Joint, base: list[torch.Tensor], plus: list[torch.Tensor] | None = None) -> None:
+        """One step on CE(aux) from the current weights, boosted by lam relative to ``base``."""
+        ia = next(j.aux_batches)
+        j.loop.step(j.opt_m, self.aux.x[ia], self.aux.y[ia])
+        self.trace.append("m")
+        j.loop.boost_from(base, self.lam, plus=plus)
+
+    def _result(self, j: _Joint, mal: int) -> tuple[np.ndarray, dict[str, float]]:
+        w = j.loop.flat()
+        return w, {"mal_steps": float(mal), "mal_loss": j.loop.loss(self.aux), "rho": j.rho,
+                   "ref_dist": float(np.linalg.norm(np.subtract(w, j.ref, dtype=np.float64)))}
+
 
 class Stealth(_DistanceConstrained):
     """Joint objective CE(own) + lam CE(aux) + rho/2 ||w - w_ref||^2 (the reference's concat training)."""
@@ -738,27 +756,18 @@ class Stealth(_DistanceConstrained):
 
     def optimise(self, view: NodeView, start: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         j = self._joint(view, start)
-        ref, rho, loop, opt_b, opt_m, extra = j.ref, j.rho, j.loop, j.opt_b, j.opt_m, j.extra
-        batches, aux_batches, tol = j.batches, j.aux_batches, j.tol
-        data, aux = view.data, self.aux
+        loop, aux = j.loop, self.aux
         mal = 0
         for _ in range(j.total):
             base = loop.snapshot()
-            hit = loop.loss(aux) > tol
-            idx = next(batches)
-            loop.step(opt_b, data.x[idx], data.y[idx], extra)
-            self.trace.append("b")
+            hit = loop.loss(aux) > j.tol
+            self._benign_step(j, view.data)
             if hit:
                 benign = loop.snapshot()
                 loop.restore(base)
-                ia = next(aux_batches)
-                loop.step(opt_m, aux.x[ia], aux.y[ia])
-                self.trace.append("m")
-                loop.boost_from(base, self.lam, plus=benign)
+                self._boosted_step(j, base, plus=benign)
                 mal += 1
-        w = loop.flat()
-        return w, {"mal_steps": float(mal), "mal_loss": loop.loss(aux), "rho": rho,
-                   "ref_dist": float(np.linalg.norm(np.subtract(w, ref, dtype=np.float64)))}
+        return self._result(j, mal)
 
 
 class AltMin(_DistanceConstrained):
@@ -768,27 +777,16 @@ class AltMin(_DistanceConstrained):
 
     def optimise(self, view: NodeView, start: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         j = self._joint(view, start)
-        ref, rho, loop, opt_b, opt_m, extra = j.ref, j.rho, j.loop, j.opt_b, j.opt_m, j.extra
-        batches, aux_batches, tol = j.batches, j.aux_batches, j.tol
-        data, aux = view.data, self.aux
-        total = j.total
         done = mal = 0
-        while done < total:
+        while done < j.total:
             for _ in range(self.ls):
-                idx = next(batches)
-                loop.step(opt_b, data.x[idx], data.y[idx], extra)
-                self.trace.append("b")
+                self._benign_step(j, view.data)
                 done += 1
-            if loop.loss(aux) > tol:
-                base = loop.snapshot()
-                ia = next(aux_batches)
-                loop.step(opt_m, aux.x[ia], aux.y[ia])
-                self.trace.append("m")
-                loop.boost_from(base, self.lam)
+            if j.loop.loss(self.aux) > j.tol:
+                self._boosted_step(j, j.loop.snapshot())
                 mal += 1
-        w = loop.flat()
-        return w, {"mal_steps": float(mal), "benign_steps": float(done), "mal_loss": loop.loss(aux),
-                   "rho": rho, "ref_dist": float(np.linalg.norm(np.subtract(w, ref, dtype=np.float64)))}
+        w, info = self._result(j, mal)
+        return w, {**info, "benign_steps": float(done)}
 
 
 class Replace(Attack):
