@@ -135,6 +135,21 @@ def cluster_factory(tmp_path) -> Iterator[Callable[..., Cluster]]:
 _REFERENCE: dict[str, dict[int, np.ndarray]] = {}
 
 
+def run_all(cluster: Cluster, cfg: RunConfig) -> None:
+    """Start every node of the deployment and wait for all of them to finish."""
+    for i in range(cfg.nodes):
+        cluster.start(i)
+    cluster.wait_all(timeout=300)
+
+
+def assert_matches_reference(cluster: Cluster, cfg: RunConfig) -> None:
+    """Every node's final model equals the in-process run's, bit for bit."""
+    ref = reference_models(cfg)
+    got = cluster.final_models()
+    for i in range(cfg.nodes):
+        assert np.array_equal(got[i], ref[i]), i
+
+
 def reference_models(cfg: RunConfig) -> dict[int, np.ndarray]:
     """Final models of `p2pfl run` in one process (no CURVE) for the same settings, cached."""
     key = cfg.digest()
@@ -312,14 +327,9 @@ def test_five_node_processes_with_curve_match_the_inprocess_run(tmp_path, cluste
     dep = write_deployment(tmp_path / "cluster.toml", cfg, addresses, keys_dir=tmp_path / "keys")
     cluster = cluster_factory(dep, cfg.nodes)
     # Act
-    for i in range(cfg.nodes):
-        cluster.start(i)
-    cluster.wait_all(timeout=300)
+    run_all(cluster, cfg)
     # Assert: identical final models to one process, and nothing was refused.
-    ref = reference_models(cfg)
-    got = cluster.final_models()
-    for i in range(cfg.nodes):
-        assert np.array_equal(got[i], ref[i]), i
+    assert_matches_reference(cluster, cfg)
     for i in range(cfg.nodes):
         recs = cluster.records(i)
         assert [r["round"] for r in recs] == [1, 2, 3]
@@ -394,14 +404,9 @@ def test_five_nodes_in_their_own_network_namespaces(tmp_path, cluster_factory):
         dep = write_deployment(tmp_path / "cluster.toml", cfg, addresses, keys_dir=tmp_path / "keys")
         cluster = cluster_factory(dep, cfg.nodes, prefix=lambda i: ("ip", "netns", "exec", net.hosts[i]))
         # Act
-        for i in range(cfg.nodes):
-            cluster.start(i)
-        cluster.wait_all(timeout=300)
+        run_all(cluster, cfg)
         # Assert
-        ref = reference_models(cfg)
-        got = cluster.final_models()
-        for i in range(cfg.nodes):
-            assert np.array_equal(got[i], ref[i]), i
+        assert_matches_reference(cluster, cfg)
     finally:
         net.down()
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
