@@ -153,8 +153,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .behaviour import Crafted, Honest, NodeView
 from .errors import ConfigError
-from .node import Crafted, Honest, NodeView
 from .train import get_flat, set_flat
 
 log = logging.getLogger(__name__)

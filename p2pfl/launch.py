@@ -37,10 +37,11 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from .behaviour import Honest
 from .config import RunConfig, read_toml
 from .errors import ConfigError
 from .metrics import MetricsWriter, read_records, summarize, write_summary
-from .node import Honest, Node
+from .node import Node
 from .plan import Plan, set_torch_threads
 from .transport import CurveKeys, Transport
 
@@ -370,7 +371,7 @@ async def run_node_async(
     missing piece raises instead of running unauthenticated.
     """
     from .checkpoint import Checkpointer, capture, restore
-    from .node import flat_settings
+    from .config import flat_settings
 
     cfg = deployment.config
     if not 0 <= node_id < cfg.nodes:

@@ -30,65 +30,17 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from . import wire
+from .behaviour import Behaviour, Crafted, Honest, NodeView
 from .config import flat_settings
 from .errors import DecodeError, ProtocolError
 from .transport import Inbound, Transport
 
 log = logging.getLogger(__name__)
-
-
-# ---- behaviours (honest training or an attack) -------------------------------------------------
-@dataclass(frozen=True)
-class NodeView:
-    """What a node knows when it crafts its announcement (the adversary's knowledge, too)."""
-
-    node: int
-    round: int
-    rounds: int
-    x: np.ndarray
-    trainer: Any  # p2pfl.train.Trainer
-    data: Any  # p2pfl.data.TensorData: the node's own shard
-    neighbours: tuple[int, ...]
-    weights: Mapping[int, float]  # W_ij for neighbours j
-    public: Mapping[int, np.ndarray]  # xhat_j: this node's copies of its neighbours (read-only)
-    public_round: Mapping[int, int]
-    last_deltas: Mapping[int, np.ndarray]  # the delta each neighbour sent last (dense, read-only)
-    announced: Mapping[int, np.ndarray]  # what each neighbour holds as this node's model
-    seed: int
-    epochs: int
-
-
-@dataclass
-class Crafted:
-    """A behaviour's output: the node's own new model and what it announces."""
-
-    own: np.ndarray
-    announce: np.ndarray | Mapping[int, np.ndarray]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-class Behaviour(Protocol):
-    name: str
-
-    def craft(self, view: NodeView) -> Crafted: ...
-
-
-class Honest:
-    """Train E epochs on the own shard and announce the result to everybody."""
-
-    name = "benign"
-
-    def craft(self, view: NodeView) -> Crafted:
-        if view.epochs <= 0:
-            z = view.x.copy()
-        else:
-            z = view.trainer.train(view.x, view.data)
-        return Crafted(own=z, announce=z)
 
 
 # ---- small records ---------------------------------------------------------------------------------

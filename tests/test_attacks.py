@@ -30,11 +30,11 @@ from p2pfl.attacks import (
     ipm_update,
     neighbour_updates,
 )
+from p2pfl.behaviour import Honest, NodeView
 from p2pfl.config import load_role
 from p2pfl.data import TensorData
 from p2pfl.errors import ConfigError
 from p2pfl.models import build_model
-from p2pfl.node import Honest, NodeView
 from p2pfl.topology import build_topology
 from p2pfl.train import Trainer, TrainSpec, get_flat, set_flat
 

@@ -20,11 +20,10 @@ import zmq.asyncio
 from conftest import tiny_config
 
 from p2pfl.checkpoint import Checkpointer
-from p2pfl.config import RunConfig
+from p2pfl.config import RunConfig, flat_settings
 from p2pfl.errors import ConfigError
 from p2pfl.launch import Deployment, free_tcp_ports, make_node, run
 from p2pfl.metrics import read_records
-from p2pfl.node import flat_settings
 from p2pfl.plan import Plan
 from p2pfl.security import keygen
 from p2pfl.transport import Transport

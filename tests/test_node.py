@@ -10,8 +10,9 @@ import pytest
 import zmq
 
 from p2pfl import wire
+from p2pfl.behaviour import Crafted, Honest, NodeView
 from p2pfl.launch import run, run_inprocess_async
-from p2pfl.node import Crafted, Honest, Node, NodeView
+from p2pfl.node import Node
 from p2pfl.plan import Plan
 from p2pfl.transport import Transport
 
