@@ -71,30 +71,32 @@ class NodeState:
 # ---- capture and restore (the only code that knows Node's attributes) ---------------------------------
 def capture(node: Any, *, finished: bool = False) -> NodeState:
     """A consistent copy of ``node``'s state; call it on the event loop between rounds."""
-    completed = node.rounds if finished else node.round
+    proto = node.protocol
+    completed = node.rounds if finished else proto.round
     behaviour = getattr(node.behaviour, "state_dict", None)
     return NodeState(
         node=node.id,
         exp_id=node.exp_id,
         round=int(completed),
-        seq=int(node._seq),
+        seq=int(proto.seq),
         x=np.array(node.x, dtype=np.float32),
-        pub_shared=node.pub_shared.copy(),
-        pub_round=int(node.pub_round),
-        pub_private={j: a.copy() for j, a in node.pub_private.items()},
+        pub_shared=proto.pub_shared.copy(),
+        pub_round=int(proto.pub_round),
+        pub_private={j: a.copy() for j, a in proto.pub_private.items()},
         peers={j: PeerState(copy=p.copy.copy(), round=int(p.round), last_seq=int(p.last_seq),
                             last_delta=None if p.last_delta is None else np.array(p.last_delta))
-               for j, p in node.peers.items()},
+               for j, p in proto.peers.items()},
         trainer=node.trainer.state_dict() if hasattr(node.trainer, "state_dict") else None,
         filter=node.filter.state_dict() if node.filter is not None else None,
         behaviour=behaviour() if callable(behaviour) else None,
-        rejected=dict(node.rejected),
+        rejected=dict(proto.rejected),
         finished=finished,
     )
 
 
 def restore(node: Any, state: NodeState) -> None:
     """Load ``state`` into a freshly built node of the same experiment (checked)."""
+    proto = node.protocol
     if state.node != node.id:
         raise ConfigError("checkpoint", state.node, f"a checkpoint of node {node.id}")
     if state.exp_id != node.exp_id:
@@ -103,21 +105,21 @@ def restore(node: Any, state: NodeState) -> None:
                           "use another --out folder)")
     if state.x.shape != node.x.shape:
         raise ConfigError("checkpoint", list(state.x.shape), f"a model of {node.x.shape[0]} parameters")
-    if set(state.peers) != set(node.peers):
-        raise ConfigError("checkpoint", sorted(state.peers), f"neighbours {sorted(node.peers)}")
+    if set(state.peers) != set(proto.peers):
+        raise ConfigError("checkpoint", sorted(state.peers), f"neighbours {sorted(proto.peers)}")
     node.x = state.x.copy()
-    node.pub_shared = state.pub_shared.copy()
-    node.pub_private = {int(j): a.copy() for j, a in state.pub_private.items()}
-    node.pub_round = state.pub_round
-    node._seq = max(int(node._seq), state.seq + 1)  # strictly after everything sent before
+    proto.pub_shared = state.pub_shared.copy()
+    proto.pub_private = {int(j): a.copy() for j, a in state.pub_private.items()}
+    proto.pub_round = state.pub_round
+    proto.seq = max(int(proto.seq), state.seq + 1)  # strictly after everything sent before
     for j, ps in state.peers.items():
-        peer = node.peers[j]
+        peer = proto.peers[j]
         peer.copy = ps.copy.copy()
         peer.round = ps.round
         peer.last_seq = ps.last_seq
         peer.last_delta = None if ps.last_delta is None else ps.last_delta.copy()
-    node.round = state.round
-    node.rejected = dict(state.rejected)
+    proto.round = state.round
+    proto.rejected = dict(state.rejected)
     if state.trainer is not None and hasattr(node.trainer, "load_state_dict"):
         node.trainer.load_state_dict(state.trainer)
     if state.filter is not None and node.filter is not None:

@@ -211,6 +211,10 @@ class NetConfig:
     max_message_mb: float = 0.0  # 0: derived from the model size
     compression: float = 0.0  # fraction of coordinates announced (top-k with error feedback); 0 = dense
     window: int = 4  # how many rounds ahead of the current one a message is buffered
+    gap_grace: float = 1.0  # seconds a gap or a silent neighbour is tolerated before a snapshot request
+    dead_after: float = 3.0  # seconds a link must be down, with nothing heard, before the neighbour is skipped
+    max_abs: float = 1e6  # largest magnitude accepted in a received model (beyond: rejected as "magnitude")
+    send_queue: int = 8  # messages queued per neighbour before further ones are dropped (and repaired)
 
     def __post_init__(self) -> None:
         _check_choice("net.transport", self.transport, TRANSPORTS)
@@ -224,6 +228,10 @@ class NetConfig:
         _check_float("net.max_message_mb", self.max_message_mb, 0.0)
         _check_float("net.compression", self.compression, 0.0, 1.0)
         _check_int("net.window", self.window, 1, 1000)
+        _check_float("net.gap_grace", self.gap_grace, 0.0, open_lo=True)
+        _check_float("net.dead_after", self.dead_after, 0.0, open_lo=True)
+        _check_float("net.max_abs", self.max_abs, 0.0, open_lo=True)
+        _check_int("net.send_queue", self.send_queue, 1, 100_000)
 
 
 @dataclass(frozen=True, kw_only=True)

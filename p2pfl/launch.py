@@ -167,10 +167,7 @@ def make_node(
         validate=validate,
         executor=executor,
         on_record=on_record,
-        round_timeout=cfg.net.round_timeout,
-        connect_timeout=cfg.net.connect_timeout,
-        window=cfg.net.window,
-        compression=cfg.net.compression,
+        net=cfg.net,
         epochs=cfg.train.epochs,
         seed=cfg.seed,
         role=plan.role(node_id),
@@ -255,8 +252,9 @@ async def run_inprocess_async(
     finally:
         for tr in transports.values():
             tr.close()
-        ctx.term()
-        executor.shutdown(wait=True)
+        # Off the loop: both can block (linger, a training thread finishing its batch).
+        await asyncio.to_thread(ctx.term)
+        await asyncio.to_thread(executor.shutdown, wait=True)
         if writer is not None:
             writer.close()
         if tmpdir:
@@ -473,8 +471,9 @@ async def run_node_async(
         transport.close()
         if auth is not None:
             auth.stop()
-        ctx.term()
-        executor.shutdown(wait=True, cancel_futures=True)
+        # Off the loop: both can block (a training thread finishing its batch, linger).
+        await asyncio.to_thread(ctx.term)
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         if writer is not None:
             writer.close()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,10 @@ class Evaluation:
     n: int
 
 
+class Interrupted(RuntimeError):
+    """Training was stopped from another thread (:attr:`Trainer.stop`)."""
+
+
 class Trainer:
     """Local training of one node.
 
@@ -178,6 +183,9 @@ class Trainer:
         self._optimizer: torch.optim.Optimizer | None = None
         #: Optimizer steps taken by the last :meth:`train` call.
         self.last_steps = 0
+        #: Set from any thread to stop a running :meth:`train` at its next batch (it raises
+        #: :class:`Interrupted`); a node stopping on Ctrl-C does not wait for a whole epoch.
+        self.stop = threading.Event()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         s = self.spec
@@ -205,6 +213,8 @@ class Trainer:
             for start in range(0, n, bs):
                 if steps is not None and done >= steps:
                     return
+                if self.stop.is_set():
+                    raise Interrupted("training stopped")
                 yield perm[start : start + bs]
                 done += 1
             epoch += 1
@@ -310,4 +320,4 @@ class Trainer:
             self._optimizer.load_state_dict(opt_state)
 
 
-__all__ = ["OPTIMIZERS", "Evaluation", "TrainSpec", "Trainer", "get_flat", "set_flat"]
+__all__ = ["OPTIMIZERS", "Evaluation", "Interrupted", "TrainSpec", "Trainer", "get_flat", "set_flat"]

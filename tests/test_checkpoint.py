@@ -144,7 +144,7 @@ def test_capture_and_restore_into_a_fresh_node(make_config, zmq_ctx):
     restore(b, state)
     # Assert
     _assert_same(state, capture(b), seq=False)
-    assert b._seq > state.seq  # a restarted node never reuses a sequence number
+    assert b.protocol.seq > state.seq  # a restarted node never reuses a sequence number
     assert b.trainer.state_dict()["optimizer"]["state"]
     assert b.filter.state_dict()["tau_history"] == [0.5, 0.7]
     assert b.trainer.generator.get_state().equal(a.trainer.generator.get_state())

@@ -110,8 +110,6 @@ async def live_node(tmp_path: Path, *, round: int = 2) -> AsyncIterator[Live]:
                    task=task)
     finally:
         task.cancel()
-        for t in list(node._tasks):
-            t.cancel()
         await asyncio.sleep(0)
         tr.close(linger_ms=0)
         auth.stop()
