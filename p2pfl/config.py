@@ -211,6 +211,13 @@ class NetConfig:
     max_message_mb: float = 0.0  # 0: derived from the model size
     compression: float = 0.0  # fraction of coordinates announced (top-k with error feedback); 0 = dense
     window: int = 4  # how many rounds ahead of the current one a message is buffered
+    # Fault injection (p2pfl.faults), per directed link and seeded: all zero = a perfect network.
+    loss: float = 0.0  # probability a message is dropped
+    duplicate: float = 0.0  # probability a message is delivered twice
+    reorder: float = 0.0  # probability a message is held back behind the next one on its link
+    delay_ms: float = 0.0  # fixed one-way delay
+    jitter_ms: float = 0.0  # uniform extra delay in [0, jitter_ms)
+    fault_seed: int | None = None  # None: the run's seed
 
     def __post_init__(self) -> None:
         _check_choice("net.transport", self.transport, TRANSPORTS)
@@ -224,6 +231,24 @@ class NetConfig:
         _check_float("net.max_message_mb", self.max_message_mb, 0.0)
         _check_float("net.compression", self.compression, 0.0, 1.0)
         _check_int("net.window", self.window, 1, 1000)
+        for name in ("loss", "duplicate", "reorder"):
+            _check_float(f"net.{name}", getattr(self, name), 0.0, 1.0)
+        _check_float("net.delay_ms", self.delay_ms, 0.0, 3_600_000.0)
+        _check_float("net.jitter_ms", self.jitter_ms, 0.0, 3_600_000.0)
+        if self.fault_seed is not None:
+            _check_int("net.fault_seed", self.fault_seed, 0, 2**32 - 1)
+
+    def faults(self, seed: int) -> LinkFaults | None:  # noqa: F821  (p2pfl.faults, imported when called)
+        """The network faults of these settings (links seeded by ``fault_seed``, else ``seed``).
+
+        ``None`` when every fault setting is zero: the network is left alone.
+        """
+        from .faults import LinkFaults
+
+        faults = LinkFaults(loss=self.loss, duplicate=self.duplicate, reorder=self.reorder,
+                            delay_ms=self.delay_ms, jitter_ms=self.jitter_ms,
+                            seed=seed if self.fault_seed is None else self.fault_seed)
+        return faults if faults.active else None
 
 
 @dataclass(frozen=True, kw_only=True)
