@@ -35,9 +35,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .faults import LinkFaults
 
 Scalar = str | int | float | bool
 
@@ -215,6 +218,13 @@ class NetConfig:
     dead_after: float = 3.0  # seconds a link must be down, with nothing heard, before the neighbour is skipped
     max_abs: float = 1e6  # largest magnitude accepted in a received model (beyond: rejected as "magnitude")
     send_queue: int = 8  # messages queued per neighbour before further ones are dropped (and repaired)
+    # Fault injection (p2pfl.faults), per directed link and seeded: all zero = a perfect network.
+    loss: float = 0.0  # probability a message is dropped
+    duplicate: float = 0.0  # probability a message is delivered twice
+    reorder: float = 0.0  # probability a message is held back behind the next one on its link
+    delay_ms: float = 0.0  # fixed one-way delay
+    jitter_ms: float = 0.0  # uniform extra delay in [0, jitter_ms)
+    fault_seed: int | None = None  # None: the run's seed
 
     def __post_init__(self) -> None:
         _check_choice("net.transport", self.transport, TRANSPORTS)
@@ -232,6 +242,24 @@ class NetConfig:
         _check_float("net.dead_after", self.dead_after, 0.0, open_lo=True)
         _check_float("net.max_abs", self.max_abs, 0.0, open_lo=True)
         _check_int("net.send_queue", self.send_queue, 1, 100_000)
+        for name in ("loss", "duplicate", "reorder"):
+            _check_float(f"net.{name}", getattr(self, name), 0.0, 1.0)
+        _check_float("net.delay_ms", self.delay_ms, 0.0, 3_600_000.0)
+        _check_float("net.jitter_ms", self.jitter_ms, 0.0, 3_600_000.0)
+        if self.fault_seed is not None:
+            _check_int("net.fault_seed", self.fault_seed, 0, 2**32 - 1)
+
+    def faults(self, seed: int) -> LinkFaults | None:
+        """The network faults of these settings (links seeded by ``fault_seed``, else ``seed``).
+
+        ``None`` when every fault setting is zero: the network is left alone.
+        """
+        from .faults import LinkFaults
+
+        faults = LinkFaults(loss=self.loss, duplicate=self.duplicate, reorder=self.reorder,
+                            delay_ms=self.delay_ms, jitter_ms=self.jitter_ms,
+                            seed=seed if self.fault_seed is None else self.fault_seed)
+        return faults if faults.active else None
 
 
 @dataclass(frozen=True, kw_only=True)

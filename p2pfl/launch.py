@@ -189,9 +189,29 @@ def attack_metrics(trainer: Any, x: np.ndarray, aux: Any) -> dict[str, float]:
 
 def _transport(plan: Plan, node_id: int, listen: str, context: zmq.asyncio.Context | None,
                curve: CurveKeys | None = None, factory: Callable[..., Transport] = Transport) -> Transport:
+    """Build node ``node_id``'s transport with ``factory`` (a Transport class or callable).
+
+    When the run injects network faults (``net.loss``, ``net.delay_ms``, ...) the transport is a
+    :class:`~p2pfl.faults.FaultyTransport`: a Transport ``factory`` is combined with it (its
+    ``send`` runs underneath the faults), a FaultyTransport ``factory`` receives ``faults=``.
+    """
     net = plan.config.net
-    return factory(node_id, listen, context=context, hwm=net.hwm, linger_ms=net.linger_ms,
-                     max_message_bytes=plan.max_message_bytes(), send_timeout=net.send_timeout, curve=curve)
+    kwargs: dict[str, Any] = dict(context=context, hwm=net.hwm, linger_ms=net.linger_ms,
+                                  max_message_bytes=plan.max_message_bytes(), send_timeout=net.send_timeout,
+                                  curve=curve)
+    faults = net.faults(plan.config.seed)
+    if faults is None:
+        return factory(node_id, listen, **kwargs)
+    from .faults import FaultyTransport
+
+    if not (isinstance(factory, type) and issubclass(factory, Transport)):
+        raise TypeError(f"network faults ({faults}) need a Transport subclass as transport factory, "
+                        f"not {factory!r}")
+    if factory is Transport:
+        factory = FaultyTransport
+    elif not issubclass(factory, FaultyTransport):
+        factory = type(f"Faulty{factory.__name__}", (FaultyTransport, factory), {})
+    return factory(node_id, listen, faults=faults, **kwargs)
 
 
 # ---- all nodes in one process --------------------------------------------------------------------

@@ -38,6 +38,12 @@ def test_an_override_replaces_a_parameter_the_file_already_sets(tmp_path):
         ({"train.epochs": 1.5}, "train.epochs", "an integer"),
         ({"data.partition": "weird"}, "data.partition", "iid, dirichlet, shards"),
         ({"net.transport": "udp"}, "net.transport", "tcp, ipc"),
+        ({"net.loss": 1.5}, "net.loss", "at most 1.0"),
+        ({"net.duplicate": -0.1}, "net.duplicate", "at least 0.0"),
+        ({"net.reorder": "often"}, "net.reorder", "a finite number"),
+        ({"net.delay_ms": -5}, "net.delay_ms", "at least 0.0"),
+        ({"net.jitter_ms": float("inf")}, "net.jitter_ms", "a finite number"),
+        ({"net.fault_seed": 1.5}, "net.fault_seed", "an integer"),
         ({"placement": "everywhere"}, "placement", "random, central"),
         ({"bogus": 1}, "bogus", "unknown setting"),
         ({"train.bogus": 1}, "train.bogus", "unknown setting"),
@@ -63,6 +69,24 @@ def test_digest_ignores_where_data_lives_but_not_what_is_run():
     assert base.digest() == base.with_overrides({"data.data_dir": "/elsewhere"}).digest()
     assert base.digest() != base.with_overrides({"seed": 1}).digest()
     assert base.digest() != base.with_overrides({"defence.name": "topk-clip"}).digest()
+
+
+def test_network_faults_from_toml_and_overrides(tmp_path):
+    from p2pfl.cli import build_config
+
+    path = tmp_path / "lossy.toml"
+    path.write_text("[net]\nloss = 0.1\ndelay_ms = 20\njitter_ms = 5.5\nfault_seed = 3\n")
+    cfg = RunConfig.from_toml(path)
+    assert (cfg.net.loss, cfg.net.delay_ms, cfg.net.jitter_ms, cfg.net.fault_seed) == (0.1, 20, 5.5, 3)
+    assert RunConfig.from_toml(path).with_overrides({"net.reorder": 0.2}).net.reorder == 0.2
+    assert build_config(None, {}, ("net.loss=0.1", "net.duplicate=0.05")).net.duplicate == 0.05
+    back = tmp_path / "back.toml"
+    back.write_text(cfg.to_toml())
+    assert RunConfig.from_toml(back) == cfg
+    assert RunConfig().net.faults(0) is None  # a perfect network unless asked
+    assert cfg.net.faults(cfg.seed).seed == 3
+    # Fault settings are per-run settings like any other: they enter the digest.
+    assert RunConfig().digest() != RunConfig().with_overrides({"net.loss": 0.1}).digest()
 
 
 # ---- roles: per-node attacks and filters from nodes/*.toml profiles ---------------------------
