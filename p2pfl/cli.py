@@ -22,13 +22,15 @@ from .errors import ConfigError, DataError, P2PFLError
 log = logging.getLogger("p2pfl")
 
 
-def _search_dirs(data_dirs: tuple[str, ...]) -> list[Path]:
-    from .plan import default_search_dirs
+def _search_dirs(data_dirs: tuple[str, ...], config: RunConfig | None = None, *, only: bool = False) -> list[Path]:
+    """--data-dir folders, the config's data.data_dir, $P2PFL_DATA, ~/.cache/p2pfl (see
+    :func:`p2pfl.plan.resolve_search_dirs`); with ``only``, exactly the --data-dir folders."""
+    from .plan import resolve_search_dirs
 
-    dirs: list[Path] = []
-    for d in data_dirs:
-        dirs.extend(default_search_dirs(d, None)[:-1])
-    return dirs + default_search_dirs(None, os.environ.get("P2PFL_DATA"))
+    if only:
+        return [Path(d).expanduser() for d in data_dirs]
+    return resolve_search_dirs(data_dirs, config_dir=config.data.data_dir if config is not None else None,
+                               env_value=os.environ.get("P2PFL_DATA"))
 
 
 def _parse_value(text: str) -> Any:
@@ -279,7 +281,7 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
                                 f"-{config.attack.name}-{config.defence.name.replace(',', '+')}")
     validate_names(config)
     out = out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    search = _search_dirs(data_dirs)
+    search = _search_dirs(data_dirs, config)
     plan = Plan.build(config, search=search)
     prepare_out(out, overwrite=overwrite)  # refuses to mix into an existing run, before any output
     with _RunView(config, quiet) as view:
@@ -310,12 +312,16 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
               help="CurveZMQ keys from `p2pfl keygen` (overrides the deployment's keys_dir).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for metrics, checkpoints and the final model; the same --out resumes.")
-@click.option("--data-dir", "data_dirs", multiple=True)
+@click.option("--data-dir", "data_dirs", multiple=True,
+              help="Where data sets are looked up (then data.data_dir, $P2PFL_DATA, ~/.cache/p2pfl).")
+@click.option("--only-data-dirs", is_flag=True,
+              help="Look only in the --data-dir folders, in order: how `run --processes` hands its own "
+                   "search path to the node processes it starts.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def node(deployment: str | None, config_file: str | None, node_id: int | None, id_from_env: str | None,
          listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
-         data_dirs: tuple[str, ...], quiet: bool, verbose: int) -> None:
+         data_dirs: tuple[str, ...], only_data_dirs: bool, quiet: bool, verbose: int) -> None:
     """Run one node of an experiment (one per machine, or per process).
 
     Started again with the same --out after a crash or Ctrl-C, it resumes from its last
@@ -361,8 +367,8 @@ def node(deployment: str | None, config_file: str | None, node_id: int | None, i
         if not quiet:
             click.echo(f"node {rec['node']} round {rec['round']}: accuracy {rec.get('accuracy', float('nan')):.4f}")
 
-    asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=_search_dirs(data_dirs),
-                               on_record=show))
+    search = _search_dirs(data_dirs, dep.config, only=only_data_dirs)
+    asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=search, on_record=show))
 
 
 # ---- p2pfl topology ------------------------------------------------------------------------------------

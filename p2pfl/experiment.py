@@ -42,7 +42,7 @@ from .config import RunConfig
 from .errors import ConfigError
 from .launch import Progress, RunResult, prepare_out, run_inprocess
 from .launch import run as launch_run
-from .plan import Plan, default_search_dirs, node_seed, set_torch_threads
+from .plan import Plan, node_seed, resolve_search_dirs, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,13 @@ def validate(config: RunConfig) -> None:
             check_params(role.attack.name, dict(role.attack.params))
 
 
-def search_dirs(data_dir: str | Path | None) -> list[Path]:
-    """Data search path for an explicit ``data_dir`` (library code reads no environment)."""
-    return default_search_dirs(str(data_dir)) if data_dir else []
+def search_dirs(data_dir: str | Path | None, config: RunConfig | None = None) -> list[Path]:
+    """The data search path of ``Experiment.run(data_dir=...)``: ``data_dir``, the config's
+    ``data.data_dir``, ``~/.cache/p2pfl`` (:func:`p2pfl.plan.resolve_search_dirs`; library code
+    reads no environment, so ``$P2PFL_DATA`` is the CLI's). The plan records it and
+    ``processes=True`` hands exactly this list to every node process."""
+    return resolve_search_dirs([data_dir] if data_dir else [],
+                               config_dir=config.data.data_dir if config is not None else None)
 
 
 # ---- weight updates -----------------------------------------------------------------------------
@@ -463,7 +467,7 @@ class Experiment:
     ) -> ExperimentResult:
         """Run on this machine; with ``out``, write the run folder (and its plots unless
         ``plots=False``). ``data_dir``: where data sets are looked up first."""
-        result = execute(self.config, out=out, search=search_dirs(data_dir), progress=progress,
+        result = execute(self.config, out=out, search=search_dirs(data_dir, self.config), progress=progress,
                          overwrite=overwrite, processes=processes, updates=updates)
         wrapped = ExperimentResult(result)
         if result.out is not None and (plots is None or plots):

@@ -506,8 +506,15 @@ def run_processes(
     search: Sequence[str | os.PathLike] = (),
     python: str | None = None,
 ) -> RunResult:
-    """Start ``p2pfl node`` once per node on loopback and wait for all of them."""
+    """Start ``p2pfl node`` once per node on loopback and wait for all of them.
+
+    Every node process looks for data in exactly the folders this process's plan used
+    (``plan.search``, as absolute paths, with ``--only-data-dirs``), not in a path of its
+    own from ``$P2PFL_DATA``: parent and children load the same data. ``search`` is used
+    only for a plan that records no search path.
+    """
     cfg = plan.config
+    data_dirs = [Path(d).expanduser().absolute() for d in (plan.search or search)]
     started = time.perf_counter()
     if cfg.net.transport == "ipc":
         sockdir = Path(tempfile.mkdtemp(prefix="p2pfl-"))
@@ -527,7 +534,8 @@ def run_processes(
         for i in range(cfg.nodes):
             cmd = [python or sys.executable, "-m", "p2pfl", "node", "--deployment", str(dep_path),
                    "--id", str(i), "--out", str(out)]
-            for d in search:
+            cmd += ["--only-data-dirs"]
+            for d in data_dirs:
                 cmd += ["--data-dir", str(d)]
             logs[i] = (out / "nodes" / f"node-{i}.log").open("wb")
             procs[i] = subprocess.Popen(cmd, stdout=logs[i], stderr=subprocess.STDOUT, env=env)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .config import AttackConfig, DefenceConfig, RoleConfig, RunConfig
-from .data import DatasetBundle, TensorData, load_dataset, partition, split_validation
+from .data import DatasetBundle, TensorData, identity, load_dataset, partition, split_validation
 from .errors import ConfigError
 from .models import build_model
 from .topology import Topology, build_topology, place_adversaries
@@ -44,6 +44,25 @@ def default_search_dirs(data_dir: str | None, env_value: str | None = None) -> l
     return dirs
 
 
+def resolve_search_dirs(
+    data_dirs: Sequence[str | os.PathLike] = (),
+    *,
+    config_dir: str | os.PathLike | None = None,
+    env_value: str | None = None,
+) -> list[Path]:
+    """The one rule for the data search path, used by the CLI and the Python API alike.
+
+    ``data_dirs`` (--data-dir, ``Experiment.run(data_dir=...)``) first, then the config's
+    ``data.data_dir``, then ``env_value`` (``$P2PFL_DATA``: only the CLI reads the
+    environment and passes it in), then ``~/.cache/p2pfl``; later duplicates are dropped.
+    The list a :class:`Plan` used is :attr:`Plan.search`; processes started for a run get
+    exactly that list (``p2pfl node --only-data-dirs``).
+    """
+    dirs = [Path(d).expanduser() for d in data_dirs if str(d)]
+    dirs += default_search_dirs(str(config_dir) if config_dir else None, env_value)
+    return list(dict.fromkeys(dirs))
+
+
 @dataclass
 class Plan:
     """The resolved experiment: graph, roles, data and x^0."""
@@ -59,6 +78,12 @@ class Plan:
     test: TensorData  # clean test set: the auxiliary examples are removed from it
     aux: TensorData | None = None  # the adversaries' targets: inputs with the labels they want
     aux_source: np.ndarray | None = None  # true labels of the aux examples
+    search: tuple[Path, ...] = ()  # the data search path the bundle was looked up in, in order
+    data_identity: dict[str, str | int] = field(default_factory=dict)  # data.identity(bundle)
+
+    def __post_init__(self) -> None:
+        if not self.data_identity:  # hashed once per plan; compared at handshake
+            self.data_identity = identity(self.bundle)
 
     @classmethod
     def build(cls, config: RunConfig, *, search: Sequence[str | os.PathLike] = ()) -> Plan:
@@ -66,7 +91,7 @@ class Plan:
         topo = build_topology(cfg.topology, cfg.nodes, seed=cfg.seed, **dict(cfg.topology_params))
         weights = topo.mixing(cfg.mixing)
         adversaries = _adversaries(cfg, topo)
-        dirs = list(search) or default_search_dirs(cfg.data.data_dir)
+        dirs = [Path(d).expanduser() for d in search] or resolve_search_dirs(config_dir=cfg.data.data_dir)
         bundle = load_dataset(
             cfg.data.dataset,
             search=dirs,
@@ -89,7 +114,7 @@ class Plan:
             test, aux, aux_true = choose_aux(bundle.test, active.params, seed=cfg.seed)
         return cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
                    bundle=bundle, shards=shards, x0=x0, exp_id=cfg.digest(), test=test, aux=aux,
-                   aux_source=aux_true)
+                   aux_source=aux_true, search=tuple(dirs))
 
     @property
     def dim(self) -> int:
@@ -153,6 +178,8 @@ class Plan:
             "topology": self.topology.describe(),
             "adversaries": list(self.adversaries),
             "data": self.bundle.source,
+            "data_identity": dict(self.data_identity),
+            "data_search": [str(d) for d in self.search],
             "aux": None if self.aux is None else {
                 "size": len(self.aux), "target": self.aux.y.tolist(),
                 "true": None if self.aux_source is None else self.aux_source.tolist()},
@@ -224,4 +251,4 @@ def set_torch_threads(n: int = 1) -> None:
         pass
 
 
-__all__ = ["Plan", "default_search_dirs", "node_seed", "set_torch_threads"]
+__all__ = ["Plan", "default_search_dirs", "node_seed", "resolve_search_dirs", "set_torch_threads"]

@@ -6,6 +6,8 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
+import logging
 import shutil
 import struct
 import threading
@@ -21,8 +23,11 @@ from hypothesis import strategies as st
 from p2pfl import data as data_mod
 from p2pfl.data import (
     EMBEDDED_FASHION_MNIST_DIR,
+    IDENTITY_KEYS,
     PARTITIONS,
     TensorData,
+    identity,
+    identity_difference,
     load_dataset,
     partition,
     read_idx,
@@ -472,3 +477,151 @@ def test_tensor_data_subset_and_validation() -> None:
     assert len(sub) == 2 and sub.y.tolist() == [4, 0]
     with pytest.raises(ValueError):
         TensorData(torch.zeros(5, 3), torch.arange(4), 5)
+
+
+# ----------------------------------------------------------------------------- data identity
+
+
+def test_identity_is_small_flat_scalars_and_equal_for_the_same_data() -> None:
+    a = identity(load_dataset("fmnist", max_train=300, max_test=100, seed=3))
+    b = identity(load_dataset("fmnist", max_train=300, max_test=100, seed=3))
+
+    assert a == b and identity_difference(b, a, 1) == ""
+    assert tuple(a) == IDENTITY_KEYS and len(a) <= 8
+    assert all(isinstance(v, str | int) and not isinstance(v, bool) for v in a.values())
+    assert a["dataset"] == "fmnist" and a["source"] == "embedded"
+    assert (a["train"], a["test"], a["classes"]) == (300, 100, 10)
+    assert len(json.dumps(a)) < 300
+
+
+def test_identity_full_set_against_embedded_split_names_both(tmp_path: Path) -> None:
+    _write_fake_fmnist(tmp_path / "full", 40, 20)
+    full = identity(load_dataset("fmnist", search=[tmp_path / "full"]))
+    embedded = identity(load_dataset("fmnist", search=[tmp_path / "empty"]))
+
+    assert full["source"] == "full"
+    assert identity_difference(embedded, full, 1) == (
+        "data differs: embedded split at node 1, full Fashion-MNIST here"
+    )
+    assert identity_difference(full, embedded, 4) == (
+        "data differs: full Fashion-MNIST at node 4, embedded split here"
+    )
+
+
+def test_identity_names_a_different_training_size() -> None:
+    small = identity(load_dataset("fmnist", max_train=2000))
+    large = identity(load_dataset("fmnist"))
+
+    assert identity_difference(small, large, 1) == (
+        "data differs: 2000 training examples at node 1, 8000 here"
+    )
+
+
+def test_identity_names_different_contents_of_the_same_sizes(tmp_path: Path) -> None:
+    _write_fake_fmnist(tmp_path / "a", 40, 20, fill=7)
+    _write_fake_fmnist(tmp_path / "b", 40, 20, fill=9)
+    _write_fake_fmnist(tmp_path / "c", 40, 20, fill=9)  # train of b, test of a
+    for stem in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(tmp_path / "a" / stem, tmp_path / "c" / stem)
+    a, b, c = (identity(load_dataset("fmnist", search=[tmp_path / d])) for d in "abc")
+
+    test_diff = identity_difference(b, a, 2)
+    train_diff = identity_difference(c, a, 2)
+
+    assert test_diff == (
+        f"data differs: test split hash {b['test_hash'][:8]}\u2026 at node 2, "
+        f"{a['test_hash'][:8]}\u2026 here"
+    )
+    assert train_diff.startswith("data differs: training split hash")
+    assert c["test_hash"] == a["test_hash"] and c["train_hash"] == b["train_hash"]
+
+
+def test_identity_does_not_depend_on_the_folder_or_file_compression(tmp_path: Path) -> None:
+    _write_fake_fmnist(tmp_path / "here", 40, 20, fill=5)
+    _write_fake_fmnist(tmp_path / "there" / "FashionMNIST" / "raw", 40, 20, fill=5, gz=False)
+
+    here = identity(load_dataset("fmnist", search=[tmp_path / "here"]))
+    there = identity(load_dataset("fmnist", search=[tmp_path / "there"]))
+
+    assert here == there
+
+
+def _deep(depth: int) -> object:
+    value: object = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "theirs",
+    [
+        [], 1, None, 1.5, True, b"\x00", "not json", "[" * 5000, "1", {"x": [1, 2, 3]},
+        _deep(5000), {"dataset": _deep(5000)},
+    ],
+    ids=lambda v: type(v).__name__,
+)
+def test_identity_difference_hostile_values_are_named_not_raised(theirs: object) -> None:
+    ours = identity(load_dataset("fmnist", max_train=100, max_test=50))
+
+    message = identity_difference(theirs, ours, 1)
+
+    assert message.startswith("data identity missing or malformed at node 1")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "what"),
+    [
+        ("train", True, "malformed"), ("train", "8000", "malformed"), ("train", -1, "malformed"),
+        ("train", 2**70, "malformed"), ("test_hash", "zz" * 8, "malformed"),
+        ("dataset", "x" * 5000, "malformed"), ("dataset", "fmnist\nFAKE LOG LINE", "malformed"),
+        ("source", ["full"], "malformed"), ("classes", None, "missing"),
+    ],
+)
+def test_identity_difference_wrong_types_name_the_key(key: str, value: object, what: str) -> None:
+    ours = identity(load_dataset("fmnist", max_train=100, max_test=50))
+
+    message = identity_difference({**ours, key: value}, ours, 3)
+
+    assert message == f"data identity missing or malformed at node 3 ('{key}' is {what})"
+    assert "\n" not in message and len(message) < 120
+
+
+def test_identity_difference_accepts_the_identity_as_json_text() -> None:
+    ours = identity(load_dataset("fmnist", max_train=100, max_test=50))
+
+    assert identity_difference(json.dumps(ours), ours, 1) == ""
+    assert identity_difference(json.dumps({**ours, "test": 7}), ours, 1) == (
+        "data differs: 7 test examples at node 1, 50 here"
+    )
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(theirs=_json, extra=st.dictionaries(st.sampled_from(IDENTITY_KEYS), _json, max_size=3))
+def test_identity_difference_never_raises_and_is_one_short_line(theirs: object, extra: dict) -> None:
+    ours = {"dataset": "fmnist", "source": "full", "train": 60000, "test": 10000, "classes": 10,
+            "test_hash": "0123456789abcdef", "train_hash": "fedcba9876543210"}
+
+    for value in (theirs, {**ours, **extra}):
+        message = identity_difference(value, ours, 5)
+        assert isinstance(message, str) and "\n" not in message and len(message) < 200
+        assert (message == "") == (isinstance(value, dict) and all(value.get(k) == ours[k] for k in ours)
+                                   and all(type(value[k]) is type(ours[k]) for k in ours))
+
+
+def test_fallback_to_the_embedded_split_warns_where_it_looked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="p2pfl.data"):
+        load_dataset("fmnist", search=[tmp_path / "nothing-here"], max_train=100, max_test=50)
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(tmp_path / "nothing-here") in warnings[0] and "embedded" in warnings[0]
