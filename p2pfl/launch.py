@@ -121,6 +121,7 @@ def make_node(
     x_init: np.ndarray | None = None,
 ) -> Node:
     """Build node ``node_id`` of ``plan`` on a bound and connected transport."""
+    from .data import identity_difference
     from .filters import build_filter
 
     cfg = plan.config
@@ -175,6 +176,8 @@ def make_node(
         config_digest=plan.exp_id,
         x_init=x_init,
         max_message_bytes=plan.max_message_bytes(),
+        data_identity=plan.data_identity,
+        data_difference=identity_difference,
     )
 
 
