@@ -4,7 +4,18 @@ Each node binds exactly one PULL socket at its own address and connects one PUSH
 each graph neighbour's address, so a node can only ever send to its neighbours: there is no
 socket towards anybody else. Messages are multipart (see :mod:`p2pfl.wire`) and sent
 zero-copy. Every socket has explicit high-water marks, linger, a maximum inbound message
-size and ZMTP heartbeats, and :meth:`Transport.close` is idempotent.
+size and ZMTP heartbeats, and :meth:`Transport.close` is idempotent and never blocks the
+event loop (:meth:`Transport.aclose` also waits, off the loop, for a private context to end).
+
+Inbound size: ZMQ_MAXMSGSIZE bounds each *frame* only, so :meth:`Transport.recv` reads a
+message frame by frame and refuses one with more than ``max_frames`` frames or more than
+``max_message_bytes`` in total: the rest of it is drained without being kept and the
+:class:`Inbound` carries the rejection instead of frames. This bounds what *this process's
+Python side* keeps, not libzmq's own buffer: libzmq queues a multipart message whole (up to
+RCVHWM messages per peer, any number of frames of up to ZMQ_MAXMSGSIZE each) before its
+first frame can be read, and a raw ZMTP peer that never sends the final frame grows that
+buffer without the application seeing anything. Only CurveZMQ (strangers fail the handshake)
+bounds it.
 
 Works over ``tcp://`` and ``ipc://``. CurveZMQ is configured through :class:`CurveKeys`
 (see :mod:`p2pfl.security`): the PULL socket is a CURVE server whose ZAP handler admits only
@@ -23,6 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,10 +66,17 @@ class CurveKeys:
 
 @dataclass(frozen=True)
 class Inbound:
-    """A received multipart message and the authenticated sender (ZAP ``User-Id``), if any."""
+    """A received multipart message and the authenticated sender (ZAP ``User-Id``), if any.
+
+    ``error`` is ``None`` for a message that was kept whole. For one refused while it was
+    read it is ``(reason, detail)``, reason ``"frames"`` (more than ``max_frames`` frames)
+    or ``"oversized"`` (more than ``max_message_bytes`` in total); ``frames`` is then empty
+    (nothing of the message was kept) and ``user_id`` is still the sender's.
+    """
 
     frames: list[zmq.Frame]
     user_id: str | None  # "" when CURVE is on but the frame carries no User-Id (never matches a src)
+    error: tuple[str, str] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -81,7 +100,12 @@ class Transport:
     linger_ms:
         How long close() waits for queued messages to be delivered.
     max_message_bytes:
-        ZMQ_MAXMSGSIZE of the PULL socket: a larger frame disconnects its sender.
+        ZMQ_MAXMSGSIZE of the PULL socket: a larger frame disconnects its sender. It also
+        bounds a message's total size (all frames): a larger one is drained and refused
+        as ``"oversized"``. -1: no limit.
+    max_frames:
+        Most frames a message may have (the protocol needs a header and at most two
+        tensors); a message with more is drained and refused as ``"frames"``.
     send_timeout:
         Seconds a send may wait for room in the queue before it is dropped (and counted).
     curve:
@@ -100,7 +124,10 @@ class Transport:
         send_timeout: float = 30.0,
         heartbeat_ms: int = 1000,
         curve: CurveKeys | None = None,
+        max_frames: int = 8,
     ) -> None:
+        if max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self.node_id = node_id
         self._listen = listen
         self._own_context = context is None
@@ -108,6 +135,7 @@ class Transport:
         self._hwm = hwm
         self._linger = linger_ms
         self._max_bytes = max_message_bytes
+        self._max_frames = max_frames
         self._send_timeout = send_timeout
         self._heartbeat = heartbeat_ms
         self._curve = curve
@@ -119,7 +147,9 @@ class Transport:
         self.address: str | None = None
         self.sent = 0
         self.send_dropped = 0
+        self.recv_refused = 0  # messages refused while read (Inbound.error set)
         self._closed = False
+        self._term_thread: threading.Thread | None = None
 
     # ---- life cycle -----------------------------------------------------------------------
     def _tune(self, sock: zmq.Socket) -> None:
@@ -239,10 +269,16 @@ class Transport:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        self.close()
+        await self.aclose()
 
     def close(self, linger_ms: int | None = None) -> None:
-        """Close every socket (idempotent). Queued messages get ``linger_ms`` to leave."""
+        """Close every socket (idempotent, never blocks). Queued messages get ``linger_ms`` to leave.
+
+        A shared context is left to its owner. A private one is destroyed at once when the
+        linger is 0; otherwise ``ctx.term()``, which waits for the linger, runs in a
+        (non-daemon) thread, so the caller, typically the event loop, is not held up and
+        queued messages still get their time. Await :meth:`aclose` to wait for it.
+        """
         if self._closed:
             return
         self._closed = True
@@ -260,7 +296,18 @@ class Transport:
             self._pull.close(linger=0)
             self._pull = None
         if self._own_context:
-            self._ctx.term()
+            if linger == 0:
+                self._ctx.destroy(linger=0)
+            else:
+                self._term_thread = threading.Thread(target=self._ctx.term, name=f"p2pfl-term-{self.node_id}")
+                self._term_thread.start()
+
+    async def aclose(self, linger_ms: int | None = None) -> None:
+        """:meth:`close`, then wait off the loop until a private context has terminated."""
+        self.close(linger_ms)
+        thread = self._term_thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join)
 
     @property
     def neighbours(self) -> tuple[int, ...]:
@@ -291,21 +338,56 @@ class Transport:
         return True
 
     async def recv(self) -> Inbound:
-        """Wait for the next message on the PULL socket."""
-        if self._pull is None:
+        """Wait for the next message on the PULL socket.
+
+        Frames are read one at a time; once a message has more than ``max_frames`` frames
+        or more than ``max_message_bytes`` bytes, its remaining frames are read and
+        dropped at once and the returned :class:`Inbound` has ``error`` set and no frames.
+        """
+        pull = self._pull
+        if pull is None:
             raise TransportError(f"node {self.node_id}: recv before bind")
         while True:
             try:
-                frames = await self._pull.recv_multipart(copy=False)
+                first = await pull.recv(copy=False)
                 break
-            except zmq.Again:  # woken without a whole message (e.g. a refused peer); wait again
+            except zmq.Again:  # woken without a message (e.g. a refused peer); wait again
                 continue
         user_id = None
         if self._curve is not None:
             try:
-                user_id = frames[0].get("User-Id") or ""
+                user_id = first.get("User-Id") or ""
             except zmq.ZMQError:
                 user_id = ""  # unauthenticated: matches no node id, so the message is refused
+        frames = [first]
+        count = 1
+        total = len(first.buffer)
+        limit = self._max_bytes if self._max_bytes > 0 else None
+        reason: str | None = None
+        if limit is not None and total > limit:
+            reason, frames = "oversized", []
+        while pull.getsockopt(zmq.RCVMORE):
+            # The parts of a multipart message arrive together: once the first is read the
+            # rest are queued, so a non-blocking read returns an already finished future
+            # (no suspension, so a cancellation cannot split a message).
+            try:
+                part = await pull.recv(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:  # not expected (atomic delivery); wait rather than desynchronise
+                part = await pull.recv(copy=False)
+            count += 1
+            total += len(part.buffer)
+            if reason is not None:
+                continue  # draining: the part is dropped here
+            if count > self._max_frames:
+                reason, frames = "frames", []
+            elif limit is not None and total > limit:
+                reason, frames = "oversized", []
+            else:
+                frames.append(part)
+        if reason is not None:
+            self.recv_refused += 1
+            bound = f"max {self._max_frames} frames" if reason == "frames" else f"max {limit} bytes"
+            return Inbound(frames=[], user_id=user_id, error=(reason, f"{count} frames, {total} bytes ({bound})"))
         return Inbound(frames=frames, user_id=user_id)
 
 

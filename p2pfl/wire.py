@@ -58,6 +58,7 @@ _FIELDS = frozenset({"v", "kind", "exp", "src", "dst", "round", "seq", "base", "
 _REQUIRED = _FIELDS - {"info"}
 _INT_FIELDS = ("src", "dst", "round", "seq", "base")
 MAX_INT = 2**63 - 1
+MAX_DIM = 2**40  # largest tensor dimension accepted, even in an empty tensor
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,9 @@ def decode(
     ------
     DecodeError
         On any violation; ``reason`` is one of ``malformed``, ``oversized``, ``version``,
-        ``schema``, ``dtype``, ``shape``, ``nonfinite``, ``index``.
+        ``schema``, ``dtype``, ``shape``, ``nonfinite``, ``index``. A tensor's size is
+        computed with Python integers and bounded (every dimension <= ``MAX_DIM``, the
+        product of its nonzero dimensions within ``max_bytes``) before numpy sees its shape.
     """
     if not frames:
         raise DecodeError("malformed", "no frames")
@@ -234,17 +237,27 @@ def decode(
         dtype = DTYPES.get(dtype_key)
         if dtype is None:
             raise DecodeError("dtype", f"tensor {name!r}: dtype {dtype_key!r} not one of {sorted(DTYPES)}")
+        # Sizes in Python ints, checked before numpy sees the shape: numpy refuses shapes
+        # whose nonzero dimensions overflow its index type even when one dimension is 0
+        # ([0, 2**63-1]), and would raise its own ValueError.
         count = 1
+        nominal = 1  # product of the nonzero dimensions: what numpy has to represent
         for s in shape:
             count *= s
+            nominal *= max(s, 1)
         expected = count * dtype.itemsize
         total += expected
         if total > max_bytes:
             raise DecodeError("oversized", f"tensor payload over {max_bytes} bytes")
+        if any(s > MAX_DIM for s in shape) or nominal * dtype.itemsize > max(max_bytes, 0):
+            raise DecodeError("shape", f"tensor {name!r}: impossible shape {shape}"[:200])
         buf = _buffer(frame)
         if len(buf) != expected:
             raise DecodeError("shape", f"tensor {name!r}: {len(buf)} bytes for shape {shape} of {dtype_key}")
-        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        try:
+            arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        except (ValueError, TypeError) as exc:  # not reachable after the checks above; never "internal"
+            raise DecodeError("shape", f"tensor {name!r}: shape {shape}: {exc}"[:200]) from None
         arr.setflags(write=False)  # a view of the received frame: never modified in place
         tensors[name] = arr
     names = frozenset(tensors)
@@ -324,4 +337,4 @@ def apply_delta(target: np.ndarray, msg: Message) -> None:
         target[idx] += msg.tensors["val"]
 
 
-__all__ = ["KINDS", "VERSION", "Message", "apply_delta", "checksum", "decode", "encode", "sparse_delta"]
+__all__ = ["KINDS", "MAX_DIM", "VERSION", "Message", "apply_delta", "checksum", "decode", "encode", "sparse_delta"]

@@ -325,6 +325,53 @@ def test_clipped_gossip_weighted_quantile_rule():
     assert res.tau == pytest.approx(1.5)
 
 
+def _krum_reference(u: np.ndarray, f: int, how_many: int) -> list[int]:
+    """Brute-force Krum selection in float64 from direct differences (0: self, r+1: row r)."""
+    x = np.vstack([np.zeros((1, u.shape[1])), u.astype(np.float64)])
+    n = len(x)
+    d2 = np.array([[float(np.sum((x[i] - x[j]) ** 2)) for j in range(n)] for i in range(n)])
+    q = n - f - 2
+    scores = [sum(sorted(np.delete(d2[i], i))[:q]) for i in range(n)]
+    return sorted(np.argsort(scores, kind="stable")[:how_many].tolist())
+
+
+@pytest.mark.parametrize("name", ["krum", "multi-krum"])
+def test_krum_selects_like_a_float64_reference_on_large_close_proposals(name):
+    # Regression: distances as ||a||² + ||b||² − 2a·b cancel on proposals at ||x|| ≈ 1e6·√d
+    # that are 0.1 apart per coordinate; the selection then differed from the exact one
+    # for most seeds. Scores must match the direct-difference reference.
+    m, d, f = 8, 1000, 1
+    multi = 3 if name == "multi-krum" else 1
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        centre = rng.normal(size=d) * 1e6
+        u = (centre + 0.1 * rng.normal(size=(m, d))).astype(np.float32)
+        p = props(u, [1 / (m + 1)] * m)
+        params = {"f": f} if name == "krum" else {"f": f, "multi": multi}
+        res = build_filter(name, params)(p, ctx_for(d))
+        chosen = [r for r in _krum_reference(u, f, multi) if r > 0]
+        assert sorted(res.dropped) == [j for j in p.ids if j not in chosen], seed
+
+
+def test_clipped_gossip_clips_exactly_k_when_delta_is_k_over_m():
+    # Regression: with delta = k/m and m equal weights, the clipped weight (k summed
+    # values of 1/m) landed just above delta·Σw in floating point and only k − 1
+    # proposals were clipped. Every (m, k) with m <= 30, with and without an own update.
+    wrong = []
+    for own in (False, True):
+        for m in range(2, 31):
+            n = m + 1 if own else m  # own update takes the self weight 1 − Σw = 1/n
+            rows = np.zeros((m, 2), np.float32)
+            rows[:, 0] = np.arange(2, m + 2)  # distinct norms, all above the own one (0.5)
+            p = props(rows, [1.0 / n] * m)
+            for k in range(1, m):
+                filt = build_filter("clipped-gossip", {"delta": k / n})
+                res = filt(p, ctx_for(2, [0.5, 0] if own else None))
+                if filt.counters["clipped"] != k or res.tau != pytest.approx(m + 1 - k):
+                    wrong.append((own, m, k, filt.counters["clipped"]))
+    assert wrong == []
+
+
 def test_balance_by_hand():
     # threshold = 0.5 * exp(-1 * 1/1) * ||[3, 4]|| = 0.9197: keeps norm 0.5, drops norm 2
     p = props([[0.5, 0], [0, 2]], [0.25, 0.25])

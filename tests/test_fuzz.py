@@ -97,6 +97,20 @@ def _tensor_desc(frames: list[bytes], rng: random.Random, **change) -> list[byte
     return [msgpack.packb(head, use_bin_type=True), *frames[1:]]
 
 
+def _empty_huge(frames: list[bytes], rng: random.Random) -> list[bytes]:
+    """One empty tensor frame whose descriptor has a zero and huge dimensions.
+
+    The element count is 0 (so the frame's 0 bytes match), but numpy cannot represent the
+    shape: before the bound on dimensions these escaped decoding as ``internal``.
+    """
+    head = _header(frames)
+    name = head["t"][0][0] if head["t"] else "delta"
+    shape = rng.choice([[0, MAX_INT], [MAX_INT, 0], [0, 2**40, 2**40], [0, 2**62, 4], [0, 0, 0, MAX_INT],
+                        [0, wire.MAX_DIM + 1], [3, 0, 2**61]])
+    head["t"] = [[name, rng.choice(["<f4", "<f8", "<i4", "<i8"]), shape]]
+    return [msgpack.packb(head, use_bin_type=True), b""]
+
+
 def _with_tensor(frames: list[bytes], values: np.ndarray) -> list[bytes]:
     if len(frames) < 2:
         return frames
@@ -126,6 +140,7 @@ MUTATIONS: dict[str, Callable[[list[bytes], random.Random], list[bytes]]] = {
                                                  r.choice([np.nan, np.inf, -np.inf]), 0.0)),
     "oversize-header": lambda f, r: [f[0] + b"\x00" * (wire.MAX_HEADER_BYTES + r.randrange(1, 5000)), *f[1:]],
     "oversize-tensor": lambda f, r: _tensor_desc(f, r, shape=[r.choice([10**6, 10**9, 2**40])]),
+    "zero-huge-shape": _empty_huge,
     "dtype": lambda f, r: _tensor_desc(f, r, dtype=r.choice(["<f2", "<u8", "|b1", "object", "<c8", ">f4"])),
     "shape": lambda f, r: _with_tensor(_tensor_desc(f, r, shape=[DIM + 1]), np.zeros(DIM + 1)),
     "index": lambda f, r: _repack([f[0], np.array([5, r.choice([3, 5, DIM, DIM + 9, -1])], "<i4").tobytes(),

@@ -173,3 +173,67 @@ def test_random_mutations_never_escape_as_other_errors(data):
     for arr in msg.tensors.values():
         assert np.isfinite(arr).all()
     assert msg.tensors["delta"].shape == (10,)
+
+
+# ---- tensor shapes are bounded before numpy sees them --------------------------------------------
+def _empty_tensor(shape, dtype="<f4", kind="snapshot", name="model") -> list[bytes]:
+    """A snapshot whose one tensor frame is empty and whose descriptor claims ``shape``."""
+    frames = [bytes(f) for f in wire.encode(wire.Message(kind=kind, exp="e", src=1, dst=2, round=1, seq=1,
+                                                         checksum=b"12345678",
+                                                         tensors={name: np.zeros(3, np.float32)}))]
+    return [msgpack.packb({**header_of(frames), "t": [[name, dtype, shape]]}, use_bin_type=True), b""]
+
+
+@pytest.mark.parametrize("shape", [
+    [0, wire.MAX_INT],          # numpy: "array is too big" inside reshape
+    [wire.MAX_INT, 0],
+    [0, 2**40, 2**40],          # each dim within MAX_DIM, their product is not
+    [0, 2**62, 4],              # the nonzero dims overflow int64 together
+    [0, 0, 0, wire.MAX_INT],
+    [0, wire.MAX_DIM + 1],
+    [2**20, 0, 2**20],          # representable by numpy but nominally 4 TiB: refused too
+])
+@pytest.mark.parametrize("dtype", ["<f4", "<i8"])
+def test_empty_tensor_with_a_huge_dimension_is_a_shape_error(shape, dtype):
+    with pytest.raises(DecodeError) as err:
+        wire.decode(_empty_tensor(shape, dtype), max_bytes=1 << 30)
+    assert err.value.reason == "shape", err.value
+
+
+def test_huge_shapes_are_named_rejections_even_with_a_huge_limit():
+    # A caller's max_bytes beyond anything numpy can hold must not let numpy decide.
+    for shape in ([0, wire.MAX_INT], [wire.MAX_DIM + 1], [2**41, 1], [0, 2**62, 2**62]):
+        with pytest.raises(DecodeError) as err:
+            wire.decode(_empty_tensor(shape), max_bytes=2**100)
+        assert err.value.reason == "shape", (shape, err.value)
+
+
+def test_payload_size_overflowing_int64_is_oversized():
+    # count * itemsize beyond 2**63: computed with Python ints, so simply over the limit
+    with pytest.raises(DecodeError) as err:
+        wire.decode(_empty_tensor([2**40, 2**40, 2**40]))
+    assert err.value.reason == "oversized"
+
+
+def test_empty_tensors_of_sane_shape_still_decode():
+    frames = _empty_tensor([0], "<i4", kind="delta", name="idx")
+    head = header_of(frames)
+    head.update(base=0, t=[["idx", "<i4", [0]], ["val", "<f4", [0]]])
+    msg = wire.decode([msgpack.packb(head, use_bin_type=True), b"", b""], dim=10)
+    assert msg.tensors["idx"].shape == (0,) and msg.tensors["val"].shape == (0,)
+
+
+_DIMS = st.sampled_from([0, 1, 3, 2**31, 2**32, 2**40, 2**40 + 1, 2**62, wire.MAX_INT])
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.lists(_DIMS, min_size=0, max_size=4), dtype=st.sampled_from(sorted(wire.DTYPES)),
+       max_bytes=st.sampled_from([0, 39, 1 << 30, 2**63, 2**100]), payload=st.sampled_from([b"", b"\x00" * 24]))
+def test_arbitrary_shapes_are_decode_errors_or_valid(shape, dtype, max_bytes, payload):
+    frames = _empty_tensor(shape, dtype)
+    frames[1] = payload
+    try:
+        msg = wire.decode(frames, max_bytes=max_bytes)
+    except DecodeError:
+        return
+    assert msg.tensors["model"].nbytes == len(payload)
