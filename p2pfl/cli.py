@@ -317,11 +317,14 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
 @click.option("--only-data-dirs", is_flag=True,
               help="Look only in the --data-dir folders, in order: how `run --processes` hands its own "
                    "search path to the node processes it starts.")
+@click.option("--insecure", is_flag=True,
+              help="Listen on a non-loopback address without CurveZMQ keys (no encryption, no "
+                   "authentication: anybody who reaches the port can claim to be a neighbour).")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def node(deployment: str | None, config_file: str | None, node_id: int | None, id_from_env: str | None,
          listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
-         data_dirs: tuple[str, ...], only_data_dirs: bool, quiet: bool, verbose: int) -> None:
+         data_dirs: tuple[str, ...], only_data_dirs: bool, insecure: bool, quiet: bool, verbose: int) -> None:
     """Run one node of an experiment (one per machine, or per process).
 
     Started again with the same --out after a crash or Ctrl-C, it resumes from its last
@@ -368,7 +371,8 @@ def node(deployment: str | None, config_file: str | None, node_id: int | None, i
             click.echo(f"node {rec['node']} round {rec['round']}: accuracy {rec.get('accuracy', float('nan')):.4f}")
 
     search = _search_dirs(data_dirs, dep.config, only=only_data_dirs)
-    asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=search, on_record=show))
+    asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=search, on_record=show,
+                               insecure=insecure))
 
 
 # ---- p2pfl topology ------------------------------------------------------------------------------------

@@ -273,8 +273,7 @@ async def run_inprocess_async(
                 tg.create_task(node.run())
         models = {n.id: n.x for n in nodes}
     finally:
-        for tr in transports.values():
-            tr.close()
+        await asyncio.gather(*(tr.aclose() for tr in transports.values()))
         # Off the loop: both can block (linger, a training thread finishing its batch).
         await asyncio.to_thread(ctx.term)
         await asyncio.to_thread(executor.shutdown, wait=True)
@@ -373,6 +372,30 @@ def free_tcp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+INSECURE_HELP = (
+    "keys (--keys-dir or keys_dir) to listen on a non-loopback address; or --insecure to run "
+    "without them, which gives up: encryption, the neighbours-only allow-list, and identity "
+    "(any host that reaches the port can claim to be a neighbour, send forged messages and "
+    "make ZeroMQ buffer up to hwm x frames x max_message_mb of it before p2pfl sees a byte)"
+)
+
+
+def is_loopback(address: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// addresses on the loopback interface."""
+    import ipaddress
+
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def run_node_async(
     deployment: Deployment,
     node_id: int,
@@ -382,6 +405,7 @@ async def run_node_async(
     search: Sequence[str | os.PathLike] = (),
     on_record: Callable[[dict[str, Any]], None] | None = None,
     checkpoints: bool = True,
+    insecure: bool = False,
 ) -> np.ndarray:
     """Run one node of a deployment until the experiment ends; returns its final model.
 
@@ -405,6 +429,8 @@ async def run_node_async(
     unknown = [j for j in neighbours if j not in deployment.addresses]
     if unknown:
         raise ConfigError("--peer", unknown, f"an address for every neighbour of node {node_id}: {list(neighbours)}")
+    if deployment.keys_dir is None and not insecure and not is_loopback(listen):
+        raise ConfigError("--insecure", listen, INSECURE_HELP)
     curve = None
     if deployment.keys_dir is not None:
         from .security import load_curve_keys
@@ -491,7 +517,7 @@ async def run_node_async(
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
-        transport.close()
+        await transport.aclose()
         if auth is not None:
             auth.stop()
         # Off the loop: both can block (a training thread finishing its batch, linger).
