@@ -90,6 +90,15 @@ it uses, see :data:`PARAMS`; others are configuration errors)
 ``sigma``, ``z``, ``eps``   gaussian, alie, ipm (above).
 ``target``, ``aux_size``    the shared auxiliary set, consumed by
                 :func:`p2pfl.plan.choose_aux`; accepted and ignored here.
+``backdoor``, ``poison_fraction``, ``trigger_size``, ``trigger_value``, ``trigger_pos``
+                the backdoor kind (``single`` default | ``class`` | ``trigger``) and its
+                trigger, built once by the plan (:mod:`p2pfl.backdoor`); accepted by every
+                attack, validated here, used through ``self.backdoor``. For class and trigger
+                the aux-only attacks (boost, stealth, altmin) train on the node's own backdoor
+                examples (``Backdoor.aux_for``: class-S examples labelled T, or stamped
+                examples of the other classes labelled T) instead of the shared aux set;
+                ``replace`` (and the attacks of :mod:`p2pfl.constrained`) mix the backdoor
+                into every own batch (``Backdoor.poison``). ``single`` is unchanged.
 
 Estimation of the others' update ("previous step")
 ---------------------------------------------------
@@ -153,6 +162,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backdoor import BACKDOOR_PARAMS, Backdoor, check_backdoor_params
 from .behaviour import Crafted, Honest, NodeView
 from .errors import ConfigError
 from .train import get_flat, set_flat
@@ -184,7 +194,8 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "ipm": ("eps", "source", "delay", "equivocate"),
     "replace": ("lam", "mal_epochs", "delay", "equivocate"),
 }
-_PLAN_PARAMS = ("target", "aux_size")  # read by p2pfl.plan.choose_aux
+#: Read by the plan (p2pfl.plan.choose_backdoor, choose_aux): accepted by every attack.
+_PLAN_PARAMS = ("target", "aux_size", *BACKDOOR_PARAMS)
 _NEEDS_AUX = ("boost", "stealth", "altmin", "replace")
 _EVAL_SIZE = 500  # clean examples for the announced model's accuracy (a stealth statistic)
 
@@ -372,6 +383,7 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if name not in ATTACKS:
         raise ConfigError("attack", name, "one of " + ", ".join(ATTACKS))
     accepted = PARAMS[name]
+    check_backdoor_params(params)  # backdoor kind and trigger: read by the plan, checked here too
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key in _PLAN_PARAMS:
@@ -520,9 +532,13 @@ class Attack:
         self.delay = p.get("delay", 0)
         self.equivocate = p.get("equivocate", False)
         self.params = p
-        self.aux = plan.aux
-        if self.name in _NEEDS_AUX and self.aux is None:
+        self.aux = plan.aux  # single: the shared aux set; class/trigger: this node's, set per craft
+        self.backdoor: Backdoor | None = getattr(plan, "backdoor", None)
+        if self.backdoor is None and self.aux is not None:
+            self.backdoor = Backdoor.single(self.aux)
+        if self.name in _NEEDS_AUX and self.backdoor is None:
             raise ConfigError("attack", self.name, "an attack with an auxiliary set (plan.aux is missing)")
+        self._aux_of: int | None = None  # id of the shard self.aux was built from (class/trigger)
         test = getattr(plan, "test", None)
         self.eval_set = None if test is None or len(test) == 0 else test.subset(np.arange(min(len(test), _EVAL_SIZE)))
         self.board = collusion_board(plan) if self.collude else None
@@ -590,6 +606,9 @@ class Attack:
         self.trace = []
         active = view.round > self.delay
         if active:
+            if self.backdoor is not None and self.backdoor.kind != "single" and self._aux_of != id(view.data):
+                self.aux = self.backdoor.aux_for(view.data, self.node)
+                self._aux_of = id(view.data)
             crafted = self.attack(view)
         else:
             crafted = Honest().craft(view)
@@ -790,19 +809,20 @@ class AltMin(_DistanceConstrained):
 
 
 class Replace(Attack):
-    """Model replacement: train on own data with the aux set in every batch, announce x + lam (w - x)."""
+    """Model replacement: train on own data with the backdoor in every batch, announce x + lam (w - x)."""
 
     name = "replace"
 
     def attack(self, view: NodeView) -> Crafted:
-        data, aux = view.data, self.aux
+        data, aux, backdoor = view.data, self.aux, self.backdoor
+        assert backdoor is not None
         loop = _Loop(view.trainer, view.x)
         opt = loop.optimizer()
         batches = loop.batches(len(data))
         epochs = self.mal_epochs if self.mal_epochs is not None else max(view.epochs, 1)
         for _ in range(epochs * _steps_per_epoch(view.trainer, data)):
             idx = next(batches)
-            loop.step(opt, torch.cat([data.x[idx], aux.x]), torch.cat([data.y[idx], aux.y]))
+            loop.step(opt, *backdoor.poison(data.x[idx], data.y[idx], view.trainer.generator))
         w = loop.flat()
         d = np.subtract(w, view.x, dtype=np.float32)
         return self.emit(view, d, self.lam, {"lam": self.lam, "mal_loss": loop.loss(aux)})
