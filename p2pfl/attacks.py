@@ -50,6 +50,11 @@ Attacks (:data:`ATTACKS`)
               updates (neighbours' and its own honest one); z default 1.0 (Baruch's
               z_max = Phi^-1((n - s)/n), s = floor(n/2 + 1) - f, is 0 for n = 10, f = 1).
 ``ipm``       inner-product manipulation (Xie et al. 2019): announce x - eps mu (eps 0.1).
+``pgd``, ``neurotoxin``, ``scale``   norm- and distance-constrained backdoor training, in
+              :mod:`p2pfl.constrained` (registered here): projected training onto an eps ball
+              around x or x + the own benign update; the same on the coordinates outside the
+              benign update's top ``ratio``; constrain-and-scale with gamma_j = 1/W_jm per
+              receiver, capped by ``budget`` and/or an estimated clip radius ``clip_to``.
 
 The distance term is rho/2 ||w - w_ref||^2, the reference code's ``tf.nn.l2_loss``
 convention, so rho = 1e-4 means what it meant in the paper's runs. w_ref = x + delta_ben:
@@ -87,7 +92,9 @@ it uses, see :data:`PARAMS`; others are configuration errors)
                 lam (deg + 1)^-1 / W_mj so that every neighbour, whatever its weight,
                 receives the intended share (the same on regular graphs); gaussian draws
                 independent noise per neighbour. Default false.
-``sigma``, ``z``, ``eps``   gaussian, alie, ipm (above).
+``sigma``, ``z``, ``eps``   gaussian, alie, ipm (above); ``eps`` is also pgd/neurotoxin's radius.
+``eps_rel``, ``ref``, ``norm``, ``project_every``, ``ratio``, ``mask_from``, ``alpha``, ``gamma``,
+``clip_to``, ``budget``   pgd, neurotoxin and scale (:mod:`p2pfl.constrained`, defaults there).
 ``target``, ``aux_size``    the shared auxiliary set, consumed by
                 :func:`p2pfl.plan.choose_aux`; accepted and ignored here.
 ``backdoor``, ``poison_fraction``, ``trigger_size``, ``trigger_value``, ``trigger_pos``
@@ -171,11 +178,15 @@ log = logging.getLogger(__name__)
 
 ATTACKS: tuple[str, ...] = (
     "none", "boost", "stealth", "altmin", "signflip", "gaussian", "labelflip", "alie", "ipm", "replace",
+    "pgd", "scale", "neurotoxin",  # p2pfl.constrained
 )  # fmt: skip
 ESTIMATES = ("none", "pre", "post")
 CONSTRAINTS = ("self", "neighbours")
 SOURCES = ("updates", "deltas")
 MAL_OPTIMIZERS = ("node", "sgd", "adam")
+REFS = ("start", "benign")  # pgd / neurotoxin: the centre of the ball
+NORMS = ("l2", "linf")
+MASK_FROM = ("own", "neighbours")
 
 _ESTIMATING = ("estimate", "source", "collude")
 _MALICIOUS = ("mal_optimizer", "mal_lr")
@@ -194,9 +205,15 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "ipm": ("eps", "source", "delay", "equivocate"),
     "replace": ("lam", "mal_epochs", "delay", "equivocate"),
 }
+_PROJECTED = ("eps", "eps_rel", "ref", "norm", "project_every", "mal_epochs", *_MALICIOUS, "delay")
+PARAMS.update({  # p2pfl.constrained
+    "pgd": _PROJECTED,
+    "neurotoxin": (*_PROJECTED, "ratio", "mask_from", "source"),
+    "scale": ("alpha", "gamma", "clip_to", "budget", "mal_epochs", *_MALICIOUS, "source", "delay"),
+})
 #: Read by the plan (p2pfl.plan.choose_backdoor, choose_aux): accepted by every attack.
 _PLAN_PARAMS = ("target", "aux_size", *BACKDOOR_PARAMS)
-_NEEDS_AUX = ("boost", "stealth", "altmin", "replace")
+_NEEDS_AUX = ("boost", "stealth", "altmin", "replace", "pgd", "scale", "neurotoxin")
 _EVAL_SIZE = 500  # clean examples for the announced model's accuracy (a stealth statistic)
 
 
@@ -344,6 +361,14 @@ def _choice(name: str, v: Any, allowed: tuple[str, ...]) -> str:
     return str(v)
 
 
+def _fraction(name: str, v: Any, *, hi_open: bool) -> float:
+    """A number in (0, 1) (``hi_open``) or (0, 1]."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0 \
+            or v > 1 or (hi_open and v == 1):
+        raise ConfigError(f"attack.{name}", v, f"a number in (0, 1{')' if hi_open else ']'}")
+    return float(v)
+
+
 def _flag(name: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"attack.{name}", v, "true or false")
@@ -368,6 +393,17 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "sigma": lambda k, v: _real(k, v, 0.0, open_lo=True),
     "z": lambda k, v: _real(k, v, 0.0),
     "eps": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    # p2pfl.constrained
+    "eps_rel": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "ref": lambda k, v: _choice(k, v, REFS),
+    "norm": lambda k, v: _choice(k, v, NORMS),
+    "project_every": lambda k, v: _integer(k, v, 1),
+    "ratio": lambda k, v: _fraction(k, v, hi_open=True),
+    "mask_from": lambda k, v: _choice(k, v, MASK_FROM),
+    "alpha": lambda k, v: _fraction(k, v, hi_open=False),
+    "gamma": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "clip_to": lambda k, v: v if v == "auto" else _real(k, v, 0.0, open_lo=True),
+    "budget": lambda k, v: _real(k, v, 0.0, open_lo=True),
 }
 
 
@@ -922,6 +958,10 @@ def build_attack(name: str, params: Mapping[str, Any], *, plan: Any, node: int) 
     check_params(name, params)
     if name == "none":
         return Honest()
+    if name not in _CLASSES:  # imported here: p2pfl.constrained subclasses Attack
+        from .constrained import PGD, Neurotoxin, Scale
+
+        _CLASSES.update({cls.name: cls for cls in (PGD, Scale, Neurotoxin)})
     return _CLASSES[name](plan=plan, node=node, params=params)
 
 

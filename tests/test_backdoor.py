@@ -153,7 +153,7 @@ def test_random_target_is_drawn_from_the_seed():
 ])
 def test_invalid_backdoor_parameters_name_the_field(params, field):
     with pytest.raises(ConfigError) as err:
-        check_params("boost", params)
+        check_params("pgd", params)
     assert err.value.field == field
     with pytest.raises(ConfigError):
         check_backdoor_params(params)
@@ -166,7 +166,7 @@ def test_a_trigger_larger_than_the_image_is_refused():
 
 
 def test_cli_backdoor_flag_sets_the_attack_parameter():
-    cfg = build_config(None, {"adversaries": 1, "attack": "boost", "backdoor": "trigger", "target": "1:7"}, ())
+    cfg = build_config(None, {"adversaries": 1, "attack": "pgd", "backdoor": "trigger", "target": "1:7"}, ())
     assert cfg.attack.params["backdoor"] == "trigger" and cfg.attack.params["target"] == "1:7"
 
 
@@ -187,7 +187,7 @@ def test_aux_only_attacks_train_on_the_nodes_own_backdoor_examples():
 
 @pytest.mark.parametrize("kind", ["single", "class", "trigger"])
 def test_plan_builds_each_kind_and_never_stamps_the_clean_test_set(kind):
-    cfg = tiny_config(**{"nodes": 4, "adversaries": 1, "attack.name": "boost", "attack.backdoor": kind,
+    cfg = tiny_config(**{"nodes": 4, "adversaries": 1, "attack.name": "pgd", "attack.backdoor": kind,
                          "attack.target": "5:7"})
     plan = Plan.build(cfg)
     clean = Plan.build(tiny_config(**{"nodes": 4}))  # no attack: the whole clean test set
