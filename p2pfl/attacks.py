@@ -214,6 +214,7 @@ PARAMS.update({  # p2pfl.constrained
 #: Read by the plan (p2pfl.plan.choose_backdoor, choose_aux): accepted by every attack.
 _PLAN_PARAMS = ("target", "aux_size", *BACKDOOR_PARAMS)
 _NEEDS_AUX = ("boost", "stealth", "altmin", "replace", "pgd", "scale", "neurotoxin")
+AUX_ONLY = ("boost", "stealth", "altmin")  # train on the aux set alone: it must not be empty
 _EVAL_SIZE = 500  # clean examples for the announced model's accuracy (a stealth statistic)
 
 
@@ -643,6 +644,8 @@ class Attack:
         active = view.round > self.delay
         if active:
             if self.backdoor is not None and self.backdoor.kind != "single" and self._aux_of != id(view.data):
+                if self.name in AUX_ONLY:
+                    self.backdoor.check_holds(view.data.y.numpy(), self.node)
                 self.aux = self.backdoor.aux_for(view.data, self.node)
                 self._aux_of = id(view.data)
             crafted = self.attack(view)
@@ -861,7 +864,8 @@ class Replace(Attack):
             loop.step(opt, *backdoor.poison(data.x[idx], data.y[idx], view.trainer.generator))
         w = loop.flat()
         d = np.subtract(w, view.x, dtype=np.float32)
-        return self.emit(view, d, self.lam, {"lam": self.lam, "mal_loss": loop.loss(aux)})
+        info = {"lam": self.lam, **({"mal_loss": loop.loss(aux)} if aux is not None and len(aux) else {})}
+        return self.emit(view, d, self.lam, info)
 
 
 class SignFlip(Attack):

@@ -23,7 +23,8 @@ What a :class:`Backdoor` gives the attacks and the evaluation:
                           single: the shared auxiliary set; class: the node's own examples
                           of class S labelled T; trigger: the node's own examples of classes
                           other than T, stamped, labelled T (both at most :data:`AUX_CAP`
-                          examples, a seeded subset).
+                          examples, a seeded subset; empty when the node holds none: the
+                          plan refuses such a run for the aux-only attacks).
 ``poison(x, y, gen)``     one of the adversary's own training batches with the backdoor
                           mixed in: single appends the auxiliary set (as ``replace`` always
                           did); class relabels S -> T; trigger stamps a fraction p of the
@@ -203,17 +204,26 @@ class Backdoor:
         if self.kind == "single":
             assert self.aux is not None
             return self.aux
-        y = data.y.numpy()
-        pool = np.flatnonzero(y == self.source) if self.kind == "class" else np.flatnonzero(y != self.target)
-        if len(pool) == 0:
-            what = f"class {self.source}" if self.kind == "class" else f"a class other than {self.target}"
-            raise ConfigError("attack.target", f"{self.source}:{self.target}",
-                              f"a backdoor whose source the adversary holds (node {node} has no example of {what})")
+        pool = self.sources(data.y.numpy())
         pool = pool[_seeded_subset(len(pool), AUX_CAP, self.seed, node, 5)]
         xs = data.x[torch.as_tensor(pool)]
         if self.kind == "trigger":
             xs = self.stamp(xs)
         return TensorData(xs, torch.full((len(pool),), int(self.target or 0), dtype=torch.int64), data.classes)
+
+    def sources(self, labels: np.ndarray) -> np.ndarray:
+        """Indices of the examples the backdoor turns into T: class S (class), classes != T (trigger)."""
+        if self.kind == "class":
+            return np.flatnonzero(labels == self.source)
+        return np.flatnonzero(labels != self.target)
+
+    def check_holds(self, labels: np.ndarray, node: int) -> None:
+        """Refuse an adversary whose shard has nothing to build its aux set from (class, trigger)."""
+        if self.kind != "single" and len(self.sources(labels)) == 0:
+            what = f"class {self.source}" if self.kind == "class" else f"a class other than {self.target}"
+            raise ConfigError("attack.target", f"{self.source}:{self.target}",
+                              f"a backdoor source the adversary holds (node {node} has no example of {what}; "
+                              "pick another source class or partition)")
 
     def poison(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -109,8 +109,9 @@ class _Constrained(Attack):
     def steps(self, view: NodeView) -> int:
         return self.epochs(view) * _steps_per_epoch(view.trainer, view.data)
 
-    def mal_loss(self, loop: _Loop) -> float:
-        return loop.loss(self.aux) if self.aux is not None and len(self.aux) else float("nan")
+    def mal_loss(self, loop: _Loop) -> dict[str, float]:
+        """CE of the trained model on the backdoor's training set (nothing when the node holds none)."""
+        return {"mal_loss": loop.loss(self.aux)} if self.aux is not None and len(self.aux) else {}
 
 
 class PGD(_Constrained):
@@ -186,7 +187,7 @@ class PGD(_Constrained):
             d = d * mask  # already 0 there; makes the zeros exact whatever the float rounding
         un = norm_of(d)
         info = {"eps": eps, "update_norm": un, "benign_update_norm": bnorm,
-                "norm_ratio": un / bnorm if bnorm > 0 else 0.0, "mal_loss": self.mal_loss(loop),
+                "norm_ratio": un / bnorm if bnorm > 0 else 0.0, **self.mal_loss(loop),
                 "ref_dist": norm_of(np.subtract(w, centre, dtype=np.float32), norm)}
         if mask is not None:
             info["masked"] = float(mask.size - mask.sum())
@@ -239,7 +240,7 @@ class Scale(_Constrained):
         w = loop.flat()
         dn = norm_of(np.subtract(w, x, dtype=np.float32))
         info: dict[str, float] = {"alpha": alpha, "trained_norm": dn, "benign_update_norm": bnorm,
-                                  "mal_loss": self.mal_loss(loop)}
+                                  **self.mal_loss(loop)}
         caps = []
         clip_to = self.params.get("clip_to")
         if clip_to == "auto":

@@ -90,9 +90,17 @@ class Plan:
         if active is not None:  # one backdoor (and auxiliary set), shared by colluding adversaries
             chosen = choose_backdoor(bundle, active.params, seed=cfg.seed)
             test, aux, aux_true, backdoor = chosen.test, chosen.aux, chosen.aux_source, chosen.backdoor
-        return cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
+        plan = cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
                    bundle=bundle, shards=shards, x0=x0, exp_id=cfg.digest(), test=test, aux=aux,
                    aux_source=aux_true, backdoor=backdoor)
+        if backdoor is not None and backdoor.kind != "single":
+            from .attacks import AUX_ONLY
+
+            labels = bundle.train.y.numpy()
+            for a in plan.adversaries:  # fail before anything runs, not in round 1
+                if plan.attack_for(a).name in AUX_ONLY:
+                    backdoor.check_holds(labels[shards[a]], a)
+        return plan
 
     @property
     def dim(self) -> int:

@@ -119,12 +119,24 @@ def test_class_backdoor_relabels_exactly_class_s():
     assert bool((bd.success_set.y == 7).all())
 
 
-def test_class_backdoor_needs_the_source_class_for_its_aux_set():
+def test_class_backdoor_needs_the_source_class_only_for_aux_only_attacks():
     bd = backdoor("class")
     none_of_s = TensorData(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 4]), 10)
+    assert len(bd.aux_for(none_of_s)) == 0
     with pytest.raises(ConfigError) as err:
-        bd.aux_for(none_of_s)
-    assert err.value.field == "attack.target"
+        bd.check_holds(none_of_s.y.numpy(), node=3)
+    assert err.value.field == "attack.target" and "node 3" in str(err.value)
+    plan = tiny_plan()
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    test = TensorData(x, torch.arange(30, dtype=torch.int64) % 3, 3)
+    plan.backdoor = Backdoor.build({"backdoor": "class", "target": "1:2"}, test=test, train=test, aux=None, seed=0)
+    view = view_for(tiny_trainer(), _flat())
+    own = TensorData(x, torch.zeros(30, dtype=torch.int64), 3)  # holds no example of class 1
+    view = type(view)(**{**view.__dict__, "data": own})
+    with pytest.raises(ConfigError):
+        build_attack("boost", {}, plan=plan, node=0).craft(view)
+    out = build_attack("pgd", {}, plan=plan, node=0).craft(view)  # trains honestly: nothing to relabel
+    assert "mal_loss" not in out.info and out.info["norm_ratio"] <= 1 + 1e-4
 
 
 def test_single_poison_appends_the_aux_set():
