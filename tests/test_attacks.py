@@ -771,10 +771,14 @@ def test_invalid_constrained_parameters_name_the_field(name, params, field):
 def test_pgd_with_a_trigger_backdoor_in_a_real_run(make_config):
     """Ring of 5, 2 rounds, 800 images: a few seconds. Success is measured on stamped images."""
     from p2pfl.launch import run
+    from p2pfl.plan import Plan
 
     cfg = make_config(**{"topology": "ring", "nodes": 5, "rounds": 2, "adversaries": 1, "attack.name": "pgd",
                          "attack.backdoor": "trigger", "attack.target": "0:7", "attack.eps_rel": 2.0})
-    result = run(cfg)
+    plan = Plan.build(cfg)
+    clean = plan.test.x.clone()
+    result = run(cfg, plan=plan)
+    torch.testing.assert_close(plan.test.x, clean, rtol=0, atol=0)  # accuracy was measured unstamped
     benign = [r for r in result.records if r["role"] == "benign"]
     assert benign and all("attack_success" in r and "target_confidence" in r for r in benign)
     final = result.summary["final"]
