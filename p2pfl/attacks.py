@@ -50,6 +50,11 @@ Attacks (:data:`ATTACKS`)
               updates (neighbours' and its own honest one); z default 1.0 (Baruch's
               z_max = Phi^-1((n - s)/n), s = floor(n/2 + 1) - f, is 0 for n = 10, f = 1).
 ``ipm``       inner-product manipulation (Xie et al. 2019): announce x - eps mu (eps 0.1).
+``pgd``, ``neurotoxin``, ``scale``   norm- and distance-constrained backdoor training, in
+              :mod:`p2pfl.constrained` (registered here): projected training onto an eps ball
+              around x or x + the own benign update; the same on the coordinates outside the
+              benign update's top ``ratio``; constrain-and-scale with gamma_j = 1/W_jm per
+              receiver, capped by ``budget`` and/or an estimated clip radius ``clip_to``.
 
 The distance term is rho/2 ||w - w_ref||^2, the reference code's ``tf.nn.l2_loss``
 convention, so rho = 1e-4 means what it meant in the paper's runs. w_ref = x + delta_ben:
@@ -87,9 +92,20 @@ it uses, see :data:`PARAMS`; others are configuration errors)
                 lam (deg + 1)^-1 / W_mj so that every neighbour, whatever its weight,
                 receives the intended share (the same on regular graphs); gaussian draws
                 independent noise per neighbour. Default false.
-``sigma``, ``z``, ``eps``   gaussian, alie, ipm (above).
+``sigma``, ``z``, ``eps``   gaussian, alie, ipm (above); ``eps`` is also pgd/neurotoxin's radius.
+``eps_rel``, ``ref``, ``norm``, ``project_every``, ``ratio``, ``mask_from``, ``alpha``, ``gamma``,
+``clip_to``, ``budget``   pgd, neurotoxin and scale (:mod:`p2pfl.constrained`, defaults there).
 ``target``, ``aux_size``    the shared auxiliary set, consumed by
                 :func:`p2pfl.plan.choose_aux`; accepted and ignored here.
+``backdoor``, ``poison_fraction``, ``trigger_size``, ``trigger_value``, ``trigger_pos``
+                the backdoor kind (``single`` default | ``class`` | ``trigger``) and its
+                trigger, built once by the plan (:mod:`p2pfl.backdoor`); accepted by every
+                attack, validated here, used through ``self.backdoor``. For class and trigger
+                the aux-only attacks (boost, stealth, altmin) train on the node's own backdoor
+                examples (``Backdoor.aux_for``: class-S examples labelled T, or stamped
+                examples of the other classes labelled T) instead of the shared aux set;
+                ``replace`` (and the attacks of :mod:`p2pfl.constrained`) mix the backdoor
+                into every own batch (``Backdoor.poison``). ``single`` is unchanged.
 
 Estimation of the others' update ("previous step")
 ---------------------------------------------------
@@ -153,6 +169,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backdoor import BACKDOOR_PARAMS, Backdoor, check_backdoor_params
 from .behaviour import Crafted, Honest, NodeView
 from .errors import ConfigError
 from .train import get_flat, set_flat
@@ -161,11 +178,15 @@ log = logging.getLogger(__name__)
 
 ATTACKS: tuple[str, ...] = (
     "none", "boost", "stealth", "altmin", "signflip", "gaussian", "labelflip", "alie", "ipm", "replace",
+    "pgd", "scale", "neurotoxin",  # p2pfl.constrained
 )  # fmt: skip
 ESTIMATES = ("none", "pre", "post")
 CONSTRAINTS = ("self", "neighbours")
 SOURCES = ("updates", "deltas")
 MAL_OPTIMIZERS = ("node", "sgd", "adam")
+REFS = ("start", "benign")  # pgd / neurotoxin: the centre of the ball
+NORMS = ("l2", "linf")
+MASK_FROM = ("own", "neighbours")
 
 _ESTIMATING = ("estimate", "source", "collude")
 _MALICIOUS = ("mal_optimizer", "mal_lr")
@@ -184,8 +205,16 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "ipm": ("eps", "source", "delay", "equivocate"),
     "replace": ("lam", "mal_epochs", "delay", "equivocate"),
 }
-_PLAN_PARAMS = ("target", "aux_size")  # read by p2pfl.plan.choose_aux
-_NEEDS_AUX = ("boost", "stealth", "altmin", "replace")
+_PROJECTED = ("eps", "eps_rel", "ref", "norm", "project_every", "mal_epochs", *_MALICIOUS, "delay")
+PARAMS.update({  # p2pfl.constrained
+    "pgd": _PROJECTED,
+    "neurotoxin": (*_PROJECTED, "ratio", "mask_from", "source"),
+    "scale": ("alpha", "gamma", "clip_to", "budget", "mal_epochs", *_MALICIOUS, "source", "delay"),
+})
+#: Read by the plan (p2pfl.plan.choose_backdoor, choose_aux): accepted by every attack.
+_PLAN_PARAMS = ("target", "aux_size", *BACKDOOR_PARAMS)
+_NEEDS_AUX = ("boost", "stealth", "altmin", "replace", "pgd", "scale", "neurotoxin")
+AUX_ONLY = ("boost", "stealth", "altmin")  # train on the aux set alone: it must not be empty
 _EVAL_SIZE = 500  # clean examples for the announced model's accuracy (a stealth statistic)
 
 
@@ -333,6 +362,14 @@ def _choice(name: str, v: Any, allowed: tuple[str, ...]) -> str:
     return str(v)
 
 
+def _fraction(name: str, v: Any, *, hi_open: bool) -> float:
+    """A number in (0, 1) (``hi_open``) or (0, 1]."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0 \
+            or v > 1 or (hi_open and v == 1):
+        raise ConfigError(f"attack.{name}", v, f"a number in (0, 1{')' if hi_open else ']'}")
+    return float(v)
+
+
 def _flag(name: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"attack.{name}", v, "true or false")
@@ -357,6 +394,17 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "sigma": lambda k, v: _real(k, v, 0.0, open_lo=True),
     "z": lambda k, v: _real(k, v, 0.0),
     "eps": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    # p2pfl.constrained
+    "eps_rel": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "ref": lambda k, v: _choice(k, v, REFS),
+    "norm": lambda k, v: _choice(k, v, NORMS),
+    "project_every": lambda k, v: _integer(k, v, 1),
+    "ratio": lambda k, v: _fraction(k, v, hi_open=True),
+    "mask_from": lambda k, v: _choice(k, v, MASK_FROM),
+    "alpha": lambda k, v: _fraction(k, v, hi_open=False),
+    "gamma": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "clip_to": lambda k, v: v if v == "auto" else _real(k, v, 0.0, open_lo=True),
+    "budget": lambda k, v: _real(k, v, 0.0, open_lo=True),
 }
 
 
@@ -372,6 +420,7 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if name not in ATTACKS:
         raise ConfigError("attack", name, "one of " + ", ".join(ATTACKS))
     accepted = PARAMS[name]
+    check_backdoor_params(params)  # backdoor kind and trigger: read by the plan, checked here too
     out: dict[str, Any] = {}
     for key, value in params.items():
         if key in _PLAN_PARAMS:
@@ -520,9 +569,13 @@ class Attack:
         self.delay = p.get("delay", 0)
         self.equivocate = p.get("equivocate", False)
         self.params = p
-        self.aux = plan.aux
-        if self.name in _NEEDS_AUX and self.aux is None:
+        self.aux = plan.aux  # single: the shared aux set; class/trigger: this node's, set per craft
+        self.backdoor: Backdoor | None = getattr(plan, "backdoor", None)
+        if self.backdoor is None and self.aux is not None:
+            self.backdoor = Backdoor.single(self.aux)
+        if self.name in _NEEDS_AUX and self.backdoor is None:
             raise ConfigError("attack", self.name, "an attack with an auxiliary set (plan.aux is missing)")
+        self._aux_of: int | None = None  # id of the shard self.aux was built from (class/trigger)
         test = getattr(plan, "test", None)
         self.eval_set = None if test is None or len(test) == 0 else test.subset(np.arange(min(len(test), _EVAL_SIZE)))
         self.board = collusion_board(plan) if self.collude else None
@@ -590,6 +643,11 @@ class Attack:
         self.trace = []
         active = view.round > self.delay
         if active:
+            if self.backdoor is not None and self.backdoor.kind != "single" and self._aux_of != id(view.data):
+                if self.name in AUX_ONLY:
+                    self.backdoor.check_holds(view.data.y.numpy(), self.node)
+                self.aux = self.backdoor.aux_for(view.data, self.node)
+                self._aux_of = id(view.data)
             crafted = self.attack(view)
         else:
             crafted = Honest().craft(view)
@@ -790,22 +848,24 @@ class AltMin(_DistanceConstrained):
 
 
 class Replace(Attack):
-    """Model replacement: train on own data with the aux set in every batch, announce x + lam (w - x)."""
+    """Model replacement: train on own data with the backdoor in every batch, announce x + lam (w - x)."""
 
     name = "replace"
 
     def attack(self, view: NodeView) -> Crafted:
-        data, aux = view.data, self.aux
+        data, aux, backdoor = view.data, self.aux, self.backdoor
+        assert backdoor is not None
         loop = _Loop(view.trainer, view.x)
         opt = loop.optimizer()
         batches = loop.batches(len(data))
         epochs = self.mal_epochs if self.mal_epochs is not None else max(view.epochs, 1)
         for _ in range(epochs * _steps_per_epoch(view.trainer, data)):
             idx = next(batches)
-            loop.step(opt, torch.cat([data.x[idx], aux.x]), torch.cat([data.y[idx], aux.y]))
+            loop.step(opt, *backdoor.poison(data.x[idx], data.y[idx], view.trainer.generator))
         w = loop.flat()
         d = np.subtract(w, view.x, dtype=np.float32)
-        return self.emit(view, d, self.lam, {"lam": self.lam, "mal_loss": loop.loss(aux)})
+        info = {"lam": self.lam, **({"mal_loss": loop.loss(aux)} if aux is not None and len(aux) else {})}
+        return self.emit(view, d, self.lam, info)
 
 
 class SignFlip(Attack):
@@ -902,6 +962,10 @@ def build_attack(name: str, params: Mapping[str, Any], *, plan: Any, node: int) 
     check_params(name, params)
     if name == "none":
         return Honest()
+    if name not in _CLASSES:  # imported here: p2pfl.constrained subclasses Attack
+        from .constrained import PGD, Neurotoxin, Scale
+
+        _CLASSES.update({cls.name: cls for cls in (PGD, Scale, Neurotoxin)})
     return _CLASSES[name](plan=plan, node=node, params=params)
 
 

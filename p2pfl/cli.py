@@ -79,6 +79,7 @@ _RUN_FLAGS: dict[str, str] = {
     "compression": "net.compression",
     "target": "attack.target",
     "aux_size": "attack.aux_size",
+    "backdoor": "attack.backdoor",
     "eval_every": "eval_every",
     "name": "name",
 }
@@ -239,9 +240,12 @@ def print_result(result: Any) -> None:
 @click.option("--adversaries", type=int, help="Number of adversarial nodes.")
 @click.option("--placement", help="random, central, spread or clustered.")
 @click.option("--attack", help="What adversaries do: boost (default with --adversaries), stealth, altmin, "
-              "signflip, gaussian, labelflip, alie, ipm, replace, none.")
+              "signflip, gaussian, labelflip, alie, ipm, replace, pgd, scale, neurotoxin, none.")
 @click.option("--target", help="The backdoor: 'random' (r test examples with random wrong labels) or S:T, e.g. 5:7.")
 @click.option("--aux-size", type=int, help="r, the number of auxiliary (target) examples (default 1).")
+@click.option("--backdoor", help="Backdoor kind: single (default: the r aux examples), class (every own "
+              "example of class S labelled T, --target S:T) or trigger (a pixel patch stamped on own images, "
+              "label T; attack.trigger_size/_value/_pos, attack.poison_fraction).")
 @click.option("--defence", "--defense", "defence", is_flag=False, flag_value="", default=None,
               help="Local filter(s), comma-separated; bare --defence means topk-clip.")
 @click.option("--dataset", help="fmnist or adult.")

@@ -127,7 +127,9 @@ def make_node(
     cfg = plan.config
     data, validation = plan.node_data(node_id)
     trainer = plan.trainer(node_id)
-    test, aux = plan.test, plan.aux
+    test = plan.test  # clean: never stamped or relabelled
+    backdoor = getattr(plan, "backdoor", None)
+    success = backdoor.success_set if backdoor is not None else plan.aux  # single: the aux set
     behaviour = Honest()
     attack = plan.attack_for(node_id)
     if attack.name != "none":
@@ -143,8 +145,8 @@ def make_node(
     def evaluate(x: np.ndarray) -> dict[str, float]:
         ev = trainer.evaluate(x, test)
         out = {"accuracy": round(ev.accuracy, 6), "loss": round(ev.loss, 6)}
-        if aux is not None:
-            out.update(attack_metrics(trainer, x, aux))
+        if success is not None:
+            out.update(attack_metrics(trainer, x, success))
         return out
 
     validate = None
@@ -181,10 +183,15 @@ def make_node(
     )
 
 
-def attack_metrics(trainer: Any, x: np.ndarray, aux: Any) -> dict[str, float]:
-    """Share of auxiliary examples classified as their target, and the mean target confidence."""
-    probs = trainer.predict_proba(x, aux.x)
-    target = aux.y.numpy()
+def attack_metrics(trainer: Any, x: np.ndarray, success: Any) -> dict[str, float]:
+    """Share of the backdoor's success set classified as its target, and the mean target confidence.
+
+    ``success`` is :attr:`p2pfl.backdoor.Backdoor.success_set`: the auxiliary examples
+    (single), held-out class-S test examples labelled T (class), or held-out stamped test
+    images of the other classes labelled T (trigger).
+    """
+    probs = trainer.predict_proba(x, success.x)
+    target = success.y.numpy()
     hit = probs.argmax(axis=1) == target
     conf = probs[np.arange(len(target)), target]
     return {"attack_success": round(float(hit.mean()), 6), "target_confidence": round(float(conf.mean()), 6)}

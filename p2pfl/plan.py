@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backdoor import Backdoor, check_backdoor_params
 from .config import AttackConfig, DefenceConfig, RoleConfig, RunConfig
 from .data import DatasetBundle, TensorData, identity, load_dataset, partition, split_validation
 from .errors import ConfigError
@@ -78,6 +79,7 @@ class Plan:
     test: TensorData  # clean test set: the auxiliary examples are removed from it
     aux: TensorData | None = None  # the adversaries' targets: inputs with the labels they want
     aux_source: np.ndarray | None = None  # true labels of the aux examples
+    backdoor: Backdoor | None = None  # what the adversaries train on and are measured on
     search: tuple[Path, ...] = ()  # the data search path the bundle was looked up in, in order
     data_identity: dict[str, str | int] = field(default_factory=dict)  # data.identity(bundle)
 
@@ -107,14 +109,23 @@ class Plan:
         model = build_model(cfg.train.model, input_shape=bundle.input_shape,
                             classes=bundle.train.classes, seed=cfg.seed)
         x0 = get_flat(model)
-        test, aux, aux_true = bundle.test, None, None
+        test, aux, aux_true, backdoor = bundle.test, None, None, None
         attacks = [cfg.attack] + [r.attack for r in cfg.roles if r.adversarial]
         active = next((a for a in attacks if a is not None and a.name != "none"), None)
-        if active is not None:  # one auxiliary set, shared by colluding adversaries
-            test, aux, aux_true = choose_aux(bundle.test, active.params, seed=cfg.seed)
-        return cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
+        if active is not None:  # one backdoor (and auxiliary set), shared by colluding adversaries
+            chosen = choose_backdoor(bundle, active.params, seed=cfg.seed)
+            test, aux, aux_true, backdoor = chosen.test, chosen.aux, chosen.aux_source, chosen.backdoor
+        plan = cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
                    bundle=bundle, shards=shards, x0=x0, exp_id=cfg.digest(), test=test, aux=aux,
-                   aux_source=aux_true, search=tuple(dirs))
+                   aux_source=aux_true, backdoor=backdoor, search=tuple(dirs))
+        if backdoor is not None and backdoor.kind != "single":
+            from .attacks import AUX_ONLY
+
+            labels = bundle.train.y.numpy()
+            for a in plan.adversaries:  # fail before anything runs, not in round 1
+                if plan.attack_for(a).name in AUX_ONLY:
+                    backdoor.check_holds(labels[shards[a]], a)
+        return plan
 
     @property
     def dim(self) -> int:
@@ -183,6 +194,7 @@ class Plan:
             "aux": None if self.aux is None else {
                 "size": len(self.aux), "target": self.aux.y.tolist(),
                 "true": None if self.aux_source is None else self.aux_source.tolist()},
+            **({"backdoor": self.backdoor.describe()} if self.backdoor is not None else {}),
             "params": self.dim,
             "shard_sizes": [int(len(s)) for s in self.shards],
         }
@@ -201,6 +213,29 @@ def _adversaries(cfg: RunConfig, topo: Topology) -> tuple[int, ...]:
             ranked = place_adversaries(topo, wanted, cfg.placement, seed=cfg.seed)
             chosen.update([i for i in ranked if i not in listed][: cfg.adversaries])
     return tuple(sorted(chosen))
+
+
+@dataclass(frozen=True)
+class _Chosen:
+    backdoor: Backdoor
+    test: TensorData
+    aux: TensorData | None
+    aux_source: np.ndarray | None
+
+
+def choose_backdoor(bundle: DatasetBundle, params: Mapping[str, Any], *, seed: int) -> _Chosen:
+    """The run's backdoor (:mod:`p2pfl.backdoor`) from the attack parameters.
+
+    ``backdoor = "single"`` (default) is :func:`choose_aux` exactly as before backdoor kinds
+    (same draws, the aux examples leave the clean test set); ``class`` and ``trigger`` keep
+    the whole clean test set and measure success on a relabelled / stamped copy of part of it.
+    """
+    kind = check_backdoor_params(params)["backdoor"]
+    if kind == "single":
+        test, aux, aux_true = choose_aux(bundle.test, params, seed=seed)
+        return _Chosen(Backdoor.single(aux), test, aux, aux_true)
+    backdoor = Backdoor.build(params, test=bundle.test, train=bundle.train, aux=None, seed=seed)
+    return _Chosen(backdoor, bundle.test, None, None)
 
 
 def choose_aux(test: TensorData, params: Mapping[str, Any], *, seed: int
@@ -251,4 +286,5 @@ def set_torch_threads(n: int = 1) -> None:
         pass
 
 
-__all__ = ["Plan", "default_search_dirs", "node_seed", "resolve_search_dirs", "set_torch_threads"]
+__all__ = ["Plan", "choose_aux", "choose_backdoor", "default_search_dirs", "node_seed", "resolve_search_dirs",
+           "set_torch_threads"]

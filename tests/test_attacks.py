@@ -516,3 +516,272 @@ def test_boost_adversary_plants_the_target_in_a_real_run(make_config):
     attacked = success({"attack.tol": 0.01})
     assert attacked > clean
     assert attacked >= 0.9
+
+
+# --------------------------------------------------------------------------- backdoor = single is unchanged
+# Fingerprints of each aux attack's output (two rounds of one adversary) measured on the commit
+# before backdoor kinds existed (3410c1c); the sums match to float rounding, the paths bit for bit.
+
+_FINGERPRINTS = [
+    ("boost", {"tol": 0.05, "mal_epochs": 3}, -12.539740854874253, 6.769624710083008),
+    ("stealth", {"mal_epochs": 1}, -7.660141707630828, 3.1491568088531494),
+    ("altmin", {"ls": 2, "mal_epochs": 1}, -7.232962204143405, 1.9838480949401855),
+    ("replace", {"mal_epochs": 2}, -5.510891418904066, 5.978686332702637),
+]
+
+
+def _two_rounds(name: str, params: dict, plan) -> tuple[np.ndarray, np.ndarray]:
+    x0 = _flat()
+    atk = build_attack(name, params, plan=plan, node=0)
+    trainer = tiny_trainer()
+    out = atk.craft(view_for(trainer, x0))
+    out2 = atk.craft(view_for(trainer, x0 + np.float32(0.01), round_=2))
+    return out.own, out2.announce
+
+
+@pytest.mark.parametrize(("name", "params", "total", "dist"), _FINGERPRINTS, ids=[f[0] for f in _FINGERPRINTS])
+def test_single_backdoor_leaves_the_papers_attacks_as_they_were(name, params, total, dist):
+    from p2pfl.backdoor import Backdoor
+
+    plain = tiny_plan()  # no backdoor attribute: the attack builds the single one from plan.aux
+    own, ann = _two_rounds(name, params, plain)
+    assert float(np.float64(ann).sum()) == pytest.approx(total, rel=1e-6)
+    assert float(np.linalg.norm(ann - _flat())) == pytest.approx(dist, rel=1e-6)
+    explicit = tiny_plan()
+    explicit.backdoor = Backdoor.single(explicit.aux)  # what Plan.build gives for backdoor = "single"
+    own2, ann2 = _two_rounds(name, {**params, "backdoor": "single"}, explicit)
+    np.testing.assert_array_equal(own, own2)
+    np.testing.assert_array_equal(ann, ann2)
+
+
+# --------------------------------------------------------------------------- pgd, neurotoxin, scale
+
+
+def recording_projections(monkeypatch, cls):
+    """Wrap cls.project: after every projection record ||w - ref|| (L2 and Linf), measured here."""
+    seen: list[tuple[float, float]] = []
+    original = cls.project
+
+    def project(self, loop, ref, eps, norm):
+        original(self, loop, ref, eps, norm)
+        w = torch.cat([p.detach().reshape(-1) for p in loop.params]).double()
+        r = torch.cat([t.reshape(-1) for t in ref]).double()
+        seen.append((float(torch.linalg.vector_norm(w - r)), float((w - r).abs().max())))
+
+    monkeypatch.setattr(cls, "project", project)
+    return seen
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("ref", ["start", "benign"])
+@pytest.mark.parametrize("every", [1, 4])
+def test_pgd_projection_bound_holds_after_every_projection(monkeypatch, x0, norm, ref, every):
+    from p2pfl.constrained import PGD
+
+    seen = recording_projections(monkeypatch, PGD)
+    eps = 0.05 if norm == "l2" else 0.002  # small enough that the projection binds
+    atk = build_attack("pgd", {"eps": eps, "norm": norm, "ref": ref, "project_every": every, "mal_epochs": 2},
+                       plan=tiny_plan(), node=0)
+    out = atk.craft(view_for(tiny_trainer(), x0))
+    steps = 12  # 2 epochs x 6 batches
+    assert len(seen) == steps // every + (steps % every != 0)
+    assert atk.trace.count("p") == len(seen) and atk.trace.count("m") == steps
+    k = 0 if norm == "l2" else 1
+    assert all(s[k] <= eps * (1 + 1e-5) for s in seen)
+    assert max(s[k] for s in seen) >= 0.99 * eps  # it did bind
+    assert out.info["eps"] == eps and out.info["ref_dist"] <= eps * (1 + 1e-5)
+    if ref == "start":
+        d = np.subtract(out.announce, x0, dtype=np.float64)
+        assert (np.linalg.norm(d) if norm == "l2" else np.abs(d).max()) <= eps * (1 + 1e-4)
+
+
+def test_pgd_eps_rel_defaults_to_the_own_benign_update_norm(monkeypatch, x0):
+    from p2pfl.constrained import PGD
+
+    seen = recording_projections(monkeypatch, PGD)
+    atk = build_attack("pgd", {}, plan=tiny_plan(), node=0)
+    out = atk.craft(view_for(tiny_trainer(), x0))
+    honest = Honest().craft(view_for(tiny_trainer(), x0)).own  # the same honest training, same seed
+    bnorm = float(np.linalg.norm(np.subtract(honest, x0, dtype=np.float64)))
+    assert out.info["benign_update_norm"] == pytest.approx(bnorm, rel=1e-6)
+    assert out.info["eps"] == pytest.approx(bnorm, rel=1e-6)
+    assert all(s[0] <= bnorm * (1 + 1e-5) for s in seen)
+    assert out.info["norm_ratio"] <= 1 + 1e-4
+    assert out.info["norm_ratio"] == pytest.approx(out.info["update_norm"] / bnorm, rel=1e-4)
+    twice = build_attack("pgd", {"eps_rel": 2.0, "eps": 0.01}, plan=tiny_plan(), node=0)  # eps wins
+    assert twice.craft(view_for(tiny_trainer(), x0)).info["eps"] == 0.01
+
+
+def test_pgd_trains_the_backdoor_into_the_model(x0):
+    plan = tiny_plan()
+    trainer = tiny_trainer()
+    out = build_attack("pgd", {"eps_rel": 3.0, "mal_epochs": 5}, plan=plan, node=0).craft(view_for(trainer, x0))
+    assert trainer.evaluate(out.announce, plan.aux).loss < trainer.evaluate(x0, plan.aux).loss
+
+
+@pytest.mark.parametrize("mask_from", ["own", "neighbours"])
+@pytest.mark.parametrize("ref", ["start", "benign"])
+def test_neurotoxin_leaves_the_top_benign_coordinates_untouched(monkeypatch, x0, mask_from, ref):
+    from p2pfl.constrained import Neurotoxin, top_mask
+
+    masks: list[np.ndarray] = []
+    original = Neurotoxin.mask
+
+    def mask(self, view, b):
+        m = original(self, view, b)
+        masks.append(m)
+        return m
+
+    monkeypatch.setattr(Neurotoxin, "mask", mask)
+    seen = recording_projections(monkeypatch, Neurotoxin)
+    def decaying() -> Trainer:  # weight decay moves every coordinate unless the mask resets it
+        return Trainer(build_model("mlp", input_shape=(4,), classes=3, seed=0),
+                       TrainSpec(epochs=1, batch_size=5, lr=1e-2, weight_decay=1e-2), seed=0)
+
+    trainer = decaying()
+    atk = build_attack("neurotoxin", {"ratio": 0.2, "eps_rel": 2.0, "mask_from": mask_from, "ref": ref},
+                       plan=tiny_plan(), node=0)
+    atk.craft(view_for(trainer, x0, round_=1))
+    own = np.subtract(Honest().craft(view_for(decaying(), x0)).own, x0)  # round 1: the same honest training
+    np.testing.assert_array_equal(masks[0], top_mask(own, 0.2))  # round 1 has no neighbour updates
+    seen.clear()
+    public = {j: x0 + np.float32(0.01 * j) * np.sign(np.arange(x0.size) % 3 - 1).astype(np.float32)
+              for j in (1, 2, 3)}
+    out = atk.craft(view_for(trainer, x0, round_=2, public=public))
+    m = masks[-1]
+    top = m == 0
+    assert int(top.sum()) == int(np.ceil(0.2 * x0.size)) == out.info["masked"]
+    d = np.subtract(out.announce, x0, dtype=np.float32)
+    assert np.all(d[top] == 0.0)  # exactly unchanged
+    assert np.count_nonzero(d[~top]) > 0.9 * (~top).sum()
+    assert all(s[0] <= out.info["eps"] * (1 + 1e-5) for s in seen)
+    assert out.info["norm_ratio"] <= 2.0 + 1e-4
+    if mask_from == "neighbours":  # round 2: the neighbours' updates change the mask
+        assert not np.array_equal(masks[1], masks[0])
+
+
+def test_top_mask_freezes_the_largest_magnitudes():
+    from p2pfl.constrained import top_mask
+
+    m = top_mask(np.array([0.1, -5.0, 0.2, 3.0, -0.05], np.float32), 0.4)
+    np.testing.assert_array_equal(m, [1, 0, 1, 0, 1])
+
+
+def test_scale_sends_each_receiver_the_update_over_its_weight(x0):
+    weights = {1: 0.5, 2: 0.25, 3: 0.125}
+    atk = build_attack("scale", {"alpha": 0.9}, plan=tiny_plan(), node=0)
+    out = atk.craft(view_for(tiny_trainer(), x0, weights=weights))
+    assert isinstance(out.announce, dict) and set(out.announce) == set(weights)
+    d = np.subtract(out.own, x0, dtype=np.float64)
+    assert np.linalg.norm(d) > 0
+    for j, wj in weights.items():  # gamma_j = 1 / W_jm = 1 / W_mj (symmetric weights)
+        np.testing.assert_allclose(out.announce[j] - x0, d / wj, rtol=1e-4, atol=1e-6)
+    assert out.info["gamma_min"] == pytest.approx(2.0) and out.info["gamma_max"] == pytest.approx(8.0)
+    assert out.info["norm_ratio"] == pytest.approx(8.0 * np.linalg.norm(d) / out.info["benign_update_norm"], rel=1e-4)
+    fixed = build_attack("scale", {"alpha": 0.9, "gamma": 3.0}, plan=tiny_plan(), node=0)
+    out3 = fixed.craft(view_for(tiny_trainer(), x0, weights=weights))
+    for j in weights:
+        np.testing.assert_allclose(out3.announce[j] - x0, 3.0 * d, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("params", [{"budget": 1.5}, {"clip_to": 0.3}, {"clip_to": 0.3, "budget": 100.0},
+                                    {"clip_to": "auto"}])
+def test_scale_caps_every_announced_update(x0, params):
+    weights = {1: 0.5, 2: 0.25, 3: 0.125}
+    atk = build_attack("scale", params, plan=tiny_plan(), node=0)
+    out = atk.craft(view_for(tiny_trainer(), x0, weights=weights))
+    bnorm = out.info["benign_update_norm"]
+    caps = [params["budget"] * bnorm] if "budget" in params else []
+    if isinstance(params.get("clip_to"), float):
+        caps.append(params["clip_to"])
+    if params.get("clip_to") == "auto":  # round 1: no neighbour updates yet, tau-hat = own norm
+        assert out.info["tau_hat"] == pytest.approx(bnorm)
+        caps.append(bnorm)
+    cap = min(caps)
+    assert out.info["cap"] == pytest.approx(cap)
+    for j in weights:
+        assert np.linalg.norm(np.subtract(out.announce[j], x0, dtype=np.float64)) <= cap * (1 + 1e-5)
+    d = np.subtract(out.own, x0, dtype=np.float64)
+    for j, wj in weights.items():  # gamma_j = min(1/W, cap/||d||)
+        g = min(1 / wj, cap / np.linalg.norm(d))
+        np.testing.assert_allclose(out.announce[j] - x0, g * d, rtol=1e-4, atol=1e-6)
+
+
+def test_scale_auto_clip_estimate_is_the_median_of_neighbour_and_own_norms(x0):
+    atk = build_attack("scale", {"clip_to": "auto"}, plan=tiny_plan(), node=0)
+    atk.craft(view_for(tiny_trainer(), x0, round_=1))
+    public = {j: x0 + np.float32(s) for j, s in ((1, 0.001), (2, 0.002), (3, 0.1))}
+    out = atk.craft(view_for(tiny_trainer(), x0, round_=2, public=public))
+    root = np.sqrt(x0.size)
+    norms = sorted([0.001 * root, 0.002 * root, 0.1 * root, out.info["benign_update_norm"]])
+    assert out.info["tau_hat"] == pytest.approx((norms[1] + norms[2]) / 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pgd", "neurotoxin", "scale"])
+@pytest.mark.parametrize("kind", ["class", "trigger"])
+def test_constrained_attacks_poison_their_batches_with_the_backdoor(monkeypatch, x0, name, kind):
+    from p2pfl.backdoor import Backdoor
+
+    imgs = TensorData(torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.5,
+                      torch.arange(30, dtype=torch.int64) % 3, 3)
+    plan = tiny_plan()
+    plan.test = imgs
+    plan.backdoor = Backdoor.build({"backdoor": kind, "target": "1:2"}, test=imgs, train=imgs, aux=None, seed=0)
+    calls: list[torch.Tensor] = []
+    original = Backdoor.poison
+
+    def poison(self, x, y, generator=None):
+        out = original(self, x, y, generator)
+        calls.append(out[1])
+        return out
+
+    monkeypatch.setattr(Backdoor, "poison", poison)
+    trainer = Trainer(build_model("mlp", input_shape=(1, 4, 4), classes=3, seed=0),
+                      TrainSpec(epochs=1, batch_size=5, lr=1e-2), seed=0)
+    x = get_flat(trainer.model)
+    view = view_for(trainer, x)
+    view = NodeView(**{**view.__dict__, "data": imgs})
+    out = build_attack(name, {}, plan=plan, node=0).craft(view)
+    assert len(calls) == 6 and all(bool((y == 2).any()) for y in calls)
+    assert {"norm_ratio", "update_norm", "benign_update_norm", "mal_loss", "delta_norm"} <= set(out.info)
+
+
+@pytest.mark.parametrize(("name", "params", "field"), [
+    ("pgd", {"norm": "l1"}, "attack.norm"),
+    ("pgd", {"ref": "end"}, "attack.ref"),
+    ("pgd", {"eps_rel": 0}, "attack.eps_rel"),
+    ("pgd", {"project_every": 0}, "attack.project_every"),
+    ("pgd", {"ratio": 0.1}, "attack.ratio"),
+    ("neurotoxin", {"ratio": 1.0}, "attack.ratio"),
+    ("neurotoxin", {"ratio": 0}, "attack.ratio"),
+    ("neurotoxin", {"mask_from": "all"}, "attack.mask_from"),
+    ("scale", {"alpha": 0}, "attack.alpha"),
+    ("scale", {"alpha": 1.2}, "attack.alpha"),
+    ("scale", {"clip_to": "median"}, "attack.clip_to"),
+    ("scale", {"budget": -1}, "attack.budget"),
+    ("scale", {"gamma": 0}, "attack.gamma"),
+    ("scale", {"eps": 1.0}, "attack.eps"),
+])
+def test_invalid_constrained_parameters_name_the_field(name, params, field):
+    with pytest.raises(ConfigError) as err:
+        build_attack(name, params, plan=tiny_plan(), node=0)
+    assert err.value.field == field
+
+
+def test_pgd_with_a_trigger_backdoor_in_a_real_run(make_config):
+    """Ring of 5, 2 rounds, 800 images: a few seconds. Success is measured on stamped images."""
+    from p2pfl.launch import run
+    from p2pfl.plan import Plan
+
+    cfg = make_config(**{"topology": "ring", "nodes": 5, "rounds": 2, "adversaries": 1, "attack.name": "pgd",
+                         "attack.backdoor": "trigger", "attack.target": "0:7", "attack.eps_rel": 2.0})
+    plan = Plan.build(cfg)
+    clean = plan.test.x.clone()
+    result = run(cfg, plan=plan)
+    torch.testing.assert_close(plan.test.x, clean, rtol=0, atol=0)  # accuracy was measured unstamped
+    benign = [r for r in result.records if r["role"] == "benign"]
+    assert benign and all("attack_success" in r and "target_confidence" in r for r in benign)
+    final = result.summary["final"]
+    assert 0.0 <= final["attack_success_mean"] <= 1.0 and "attack_success_by_hops" in final
+    adv = [r for r in result.records if r["role"] == "pgd"]
+    assert adv and all(r["attack"]["norm_ratio"] <= 2.0 + 1e-3 for r in adv)
