@@ -135,7 +135,15 @@ Stealth statistics (``info`` of every round, also in delayed rounds)
                  no farther from any benign one than the benign ones are from each other
                  (``prev_dist_max <= benign_max``), else 0.0: the paper's distance-spread
                  stealth test, one round late; summaries count the rounds that pass it;
-``announced_acc``    accuracy of the announced model on up to 500 clean test examples.
+``announced_acc``    accuracy of the announced model on up to 500 clean test examples
+                 (the adversary's own model when it equivocates);
+``benign_update_norm``, ``norm_ratio``  ``update_norm`` / the norm of a benign update of
+                 this round: the adversary's own honest update ||z - x|| when the attack
+                 trains z anyway (signflip, gaussian without sigma, alie, ipm, minmax, minsum,
+                 dissensus, adaptive, stealth/altmin with ``constrain = "self"``, and every
+                 delayed round; ``benign_norm_own`` = 1.0), else the W-weighted mean norm of
+                 its benign neighbours' round t-1 updates d_j (``benign_norm_own`` = 0.0; no
+                 value in round 1). 1.0 means an update of honest size.
 """
 
 from __future__ import annotations
@@ -528,6 +536,17 @@ class Attack:
         self.board = collusion_board(plan) if self.collude else None
         self.memory = _Memory()
         self.trace: list[str] = []  # 'b' benign step, 'm' malicious step (last craft; for tests)
+        self._honest_model: np.ndarray | None = None  # this round's honest model, once computed
+
+    def honest(self, view: NodeView) -> np.ndarray:
+        """z, the node's honest model of this round (trained once per round, then reused).
+
+        Attacks that need it call this rather than :func:`_honest`, so the stealth statistics
+        can compare the announced update with the adversary's own benign update for free.
+        """
+        if self._honest_model is None:
+            self._honest_model = _honest(view)
+        return self._honest_model
 
     # ---- estimation ----
     def updates(self, view: NodeView, source: str | None = None) -> dict[int, np.ndarray]:
@@ -556,7 +575,7 @@ class Attack:
         if self.rho <= 0:
             return view.x, 0.0
         if self.constrain == "self":
-            return _honest(view), self.rho
+            return self.honest(view), self.rho
         mean = weighted_mean(self.updates(view), view.weights)
         if mean is None:
             return view.x, 0.0
@@ -588,11 +607,13 @@ class Attack:
 
     def craft(self, view: NodeView) -> Crafted:
         self.trace = []
+        self._honest_model = None
         active = view.round > self.delay
         if active:
             crafted = self.attack(view)
         else:
             crafted = Honest().craft(view)
+            self._honest_model = crafted.own
         info = {"active": float(active), **{k: float(v) for k, v in crafted.info.items()}}
         deltas = self._deltas(view, crafted.announce)
         models = [crafted.announce] if isinstance(crafted.announce, np.ndarray) else \
@@ -623,6 +644,7 @@ class Attack:
         mine = list({id(d): d for d in deltas.values()}.values())
         out = {"delta_norm": max(float(np.linalg.norm(d)) for d in mine),
                "update_norm": max(float(np.linalg.norm(u)) for u in updates)}
+        out.update(self.benign_norm(view, out["update_norm"]))
         if self.memory.round == view.round - 1 and self.memory.x is not None and self.memory.updates:
             ben = list(neighbour_updates(view.public, view.public_round, self.memory.x, view.round - 1,
                                          exclude=self.colluders).values())
@@ -652,6 +674,27 @@ class Attack:
         if self.eval_set is not None:
             model = announce if isinstance(announce, np.ndarray) else own
             out["announced_acc"] = float(view.trainer.evaluate(model, self.eval_set).accuracy)
+        return out
+
+    def benign_norm(self, view: NodeView, update_norm: float) -> dict[str, float]:
+        """``benign_update_norm``, ``benign_norm_own`` and ``norm_ratio`` (module docstring).
+
+        The adversary's own honest update ||z - x|| when this round's attack computed z anyway
+        (:meth:`honest`; delayed rounds too), else the W-weighted mean norm of the benign
+        neighbours' round t-1 updates d_j (no extra training); nothing in round 1 without z.
+        """
+        if self._honest_model is not None:
+            norm, own = float(np.linalg.norm(np.subtract(self._honest_model, view.x, dtype=np.float64))), 1.0
+        else:
+            ups = self.updates(view, "updates")
+            total = sum(float(view.weights[j]) for j in ups)
+            if not ups or total <= 0:
+                return {}
+            norm = sum(float(view.weights[j]) * float(np.linalg.norm(d)) for j, d in ups.items()) / total
+            own = 0.0
+        out = {"benign_update_norm": norm, "benign_norm_own": own}
+        if norm > 0 and math.isfinite(norm):
+            out["norm_ratio"] = update_norm / norm
         return out
 
 
@@ -815,7 +858,7 @@ class SignFlip(Attack):
     default_lam = 1.0
 
     def attack(self, view: NodeView) -> Crafted:
-        d = np.subtract(view.x, _honest(view), dtype=np.float32)
+        d = np.subtract(view.x, self.honest(view), dtype=np.float32)
         return self.emit(view, d, self.lam, {"lam": self.lam})
 
 
@@ -841,7 +884,7 @@ class Gaussian(Attack):
     def attack(self, view: NodeView) -> Crafted:
         sigma = self.params.get("sigma")
         if sigma is None:
-            honest = np.subtract(_honest(view), view.x, dtype=np.float64)
+            honest = np.subtract(self.honest(view), view.x, dtype=np.float64)
             sigma = float(np.sqrt(np.mean(honest * honest)))
         dim = view.x.shape[0]
 
@@ -861,7 +904,7 @@ class _StatisticalAttack(Attack):
     """alie, ipm: built from the benign updates the adversary can estimate (and its own honest one)."""
 
     def benign_rows(self, view: NodeView) -> np.ndarray:
-        own = np.subtract(_honest(view), view.x, dtype=np.float32)
+        own = np.subtract(self.honest(view), view.x, dtype=np.float32)
         rows = [own, *self.updates(view).values()]
         return np.stack(rows)
 

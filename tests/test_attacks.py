@@ -516,3 +516,35 @@ def test_boost_adversary_plants_the_target_in_a_real_run(make_config):
     attacked = success({"attack.tol": 0.01})
     assert attacked > clean
     assert attacked >= 0.9
+
+
+# --------------------------------------------------------------------------- norm ratio (stealth)
+
+
+def test_norm_ratio_uses_the_own_honest_update_when_the_attack_trains_it(x0):
+    atk = build_attack("signflip", {"lam": 2.0}, plan=tiny_plan(), node=0)
+    out = atk.craft(view_for(tiny_trainer(), x0))
+    assert out.info["benign_norm_own"] == 1.0
+    assert out.info["norm_ratio"] == pytest.approx(2.0, rel=1e-5)  # -2 (z - x) against z - x
+    assert out.info["benign_update_norm"] == pytest.approx(out.info["update_norm"] / 2, rel=1e-5)
+
+
+def test_norm_ratio_is_one_in_delayed_rounds(x0):
+    out = build_attack("boost", {"delay": 3}, plan=tiny_plan(), node=0).craft(view_for(tiny_trainer(), x0))
+    assert out.info["active"] == 0.0 and out.info["benign_norm_own"] == 1.0
+    assert out.info["norm_ratio"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_norm_ratio_falls_back_to_the_weighted_mean_of_the_neighbours_updates(monkeypatch, x0):
+    optimise, _ = fixed_optimise(lambda start: start + np.float32(0.04))
+    monkeypatch.setattr(Boost, "optimise", optimise)
+    atk = build_attack("boost", {"lam": 1.0}, plan=tiny_plan(), node=0)
+    first = atk.craft(view_for(tiny_trainer(), x0, round_=1))
+    assert "norm_ratio" not in first.info  # no neighbour update yet and no honest training
+    weights = {1: 0.5, 2: 0.25, 3: 0.25}
+    public = {1: x0 + np.float32(0.01), 2: x0 + np.float32(0.02), 3: x0 + np.float32(0.02)}
+    out = atk.craft(view_for(tiny_trainer(), x0, round_=2, public=public, weights=weights))
+    root = np.sqrt(x0.size)
+    assert out.info["benign_norm_own"] == 0.0
+    assert out.info["benign_update_norm"] == pytest.approx(0.015 * root, rel=1e-3)  # 0.5*0.01 + 0.5*0.02
+    assert out.info["norm_ratio"] == pytest.approx(0.04 / 0.015, rel=1e-3)
