@@ -50,6 +50,10 @@ Attacks (:data:`ATTACKS`)
               updates (neighbours' and its own honest one); z default 1.0 (Baruch's
               z_max = Phi^-1((n - s)/n), s = floor(n/2 + 1) - f, is 0 for n = 10, f = 1).
 ``ipm``       inner-product manipulation (Xie et al. 2019): announce x - eps mu (eps 0.1).
+``dissensus``, ``minmax``, ``minsum``  attacks shaped by the defence they face (He et al.
+              2022; Shejwalkar & Houmansadr 2021): :mod:`p2pfl.adaptive`, which documents
+              them and their parameters ``perturb``, ``gamma_init`` (and ``eps``, default
+              1.0 for dissensus).
 
 The distance term is rho/2 ||w - w_ref||^2, the reference code's ``tf.nn.l2_loss``
 convention, so rho = 1e-4 means what it meant in the paper's runs. w_ref = x + delta_ben:
@@ -169,11 +173,13 @@ log = logging.getLogger(__name__)
 
 ATTACKS: tuple[str, ...] = (
     "none", "boost", "stealth", "altmin", "signflip", "gaussian", "labelflip", "alie", "ipm", "replace",
+    "dissensus", "minmax", "minsum",
 )  # fmt: skip
 ESTIMATES = ("none", "pre", "post")
 CONSTRAINTS = ("self", "neighbours")
 SOURCES = ("updates", "deltas")
 MAL_OPTIMIZERS = ("node", "sgd", "adam")
+PERTURBATIONS = ("unit", "sign", "std")  # minmax / minsum (p2pfl.adaptive)
 
 _ESTIMATING = ("estimate", "source", "collude")
 _MALICIOUS = ("mal_optimizer", "mal_lr")
@@ -191,6 +197,10 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "alie": ("z", "source", "delay", "equivocate"),
     "ipm": ("eps", "source", "delay", "equivocate"),
     "replace": ("lam", "mal_epochs", "delay", "equivocate"),
+    # p2pfl.adaptive
+    "dissensus": ("eps", "delay"),
+    "minmax": ("perturb", "gamma_init", "source", "delay", "equivocate"),
+    "minsum": ("perturb", "gamma_init", "source", "delay", "equivocate"),
 }
 _PLAN_PARAMS = ("target", "aux_size")  # read by p2pfl.plan.choose_aux
 _NEEDS_AUX = ("boost", "stealth", "altmin", "replace")
@@ -365,6 +375,8 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "sigma": lambda k, v: _real(k, v, 0.0, open_lo=True),
     "z": lambda k, v: _real(k, v, 0.0),
     "eps": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "perturb": lambda k, v: _choice(k, v, PERTURBATIONS),
+    "gamma_init": lambda k, v: _real(k, v, 0.0, open_lo=True),
 }
 
 
@@ -945,6 +957,10 @@ def build_attack(name: str, params: Mapping[str, Any], *, plan: Any, node: int) 
     check_params(name, params)
     if name == "none":
         return Honest()
+    if name not in _CLASSES:
+        from .adaptive import CLASSES  # imported here: p2pfl.adaptive subclasses Attack
+
+        _CLASSES.update(CLASSES)
     return _CLASSES[name](plan=plan, node=node, params=params)
 
 
