@@ -1,6 +1,6 @@
 """Attacks shaped by the defence they face (issue 13, DESIGN.md section 9).
 
-Attacks that use what a node of the graph knows to stay inside the bounds a defence
+Four attacks that use what a node of the graph knows to stay inside the bounds a defence
 enforces (notation of :mod:`p2pfl.attacks`: x the adversary's model at the start of round
 t, z its honest model of the round, d_j = xhat_j - x_m(t-1) the update of benign
 neighbour j in round t-1, W the mixing matrix of the plan, N(i) the neighbours of i).
@@ -18,6 +18,7 @@ neighbour j in round t-1, W the mixing matrix of the plan, N(i) the neighbours o
                largest (binary search) with max_i ||mal - u_i|| <= max_{i,j} ||u_i - u_j||.
                (The paper writes mu + gamma grad_p with grad_p = -p, the same update.)
 ``minsum``     the same with sum_i ||mal - u_i||^2 <= max_i sum_j ||u_i - u_j||^2.
+``adaptive``   a backdoor shaped against ``topk-clip`` (:class:`Adaptive`, threat model there).
 
 Parameters (``[attack]``; validated in :mod:`p2pfl.attacks`)
 ----------------------------------------------------------
@@ -25,6 +26,10 @@ dissensus:  ``eps`` > 0 (default 1.0), ``delay``.
 minmax/minsum: ``perturb`` unit|sign|std (default std), ``gamma_init`` > 0 (default 10, the
             paper's), ``source``, ``delay``, ``equivocate``. The search stops when two
             successive gammas differ by < 1e-5 (the paper's threshold) or after 200 steps.
+adaptive:   ``kappa`` in (0, 1] (default 0.1, the filter's default), ``tau`` "auto" or a
+            number > 0 (default auto), ``budget`` > 0 (default 1.0: the multiple of the
+            estimated clip radius it spends), ``support`` in (0, 1] (default = kappa: the
+            fraction of coordinates it concentrates on), ``mal_epochs``, ``delay``.
 
 What the dissensus adversary approximates
 -----------------------------------------
@@ -43,9 +48,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
-from .attacks import PERTURBATIONS, Attack, _StatisticalAttack
+from .attacks import PERTURBATIONS, Attack, _Loop, _StatisticalAttack, _steps_per_epoch
 from .behaviour import Crafted, NodeView
+from .filters import topk_indices
 
 GAMMA_TOL = 1e-5  # Shejwalkar & Houmansadr's threshold_diff
 GAMMA_STEPS = 200  # bound on the binary search (it needs ~log2(gamma_init / tol) ~ 20)
@@ -226,17 +233,181 @@ class MinSum(_ShejwalkarAttack):
     rule = staticmethod(minsum_update)
 
 
-CLASSES: dict[str, type[Attack]] = {cls.name: cls for cls in (Dissensus, MinMax, MinSum)}
+# ---- adaptive attacker against topk-clip ------------------------------------------------------
+def fit_norm(x: np.ndarray, u: np.ndarray, bound: float) -> np.ndarray:
+    """The float32 model x + u, shrunk until ||model - x|| <= bound despite float32 rounding."""
+    x32 = np.asarray(x, dtype=np.float32)
+    x64 = x32.astype(np.float64)
+    u64 = np.asarray(u, dtype=np.float64)
+    for _ in range(50):
+        model = (x64 + u64).astype(np.float32)
+        n = float(np.linalg.norm(model.astype(np.float64) - x64))
+        if n <= bound:
+            return model
+        u64 = u64 * (bound / n) * (1 - 1e-6)
+    return x32.copy()
+
+
+def shape_update(mal: np.ndarray, aggregate: np.ndarray, weight: float, radius: float, k: int,
+                 s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concentrate ``mal`` on the coordinates expected to survive a receiver's top-k.
+
+    ``aggregate`` is the receiver's estimated aggregate without this adversary's malicious
+    push, ``weight`` the receiver's weight W_im for it, ``radius`` the norm it may spend.
+    With v = mal scaled to ``radius``, T = the k largest |aggregate + weight v| (where the
+    receiver's top-k is expected to fall once the push is in), S = the s largest |mal| in T;
+    returns (mal on S scaled to norm ``radius``, S). Zero when mal vanishes on T.
+    """
+    mal64 = np.asarray(mal, dtype=np.float64)
+    peak = float(np.max(np.abs(mal64))) if mal64.size else 0.0
+    empty = np.empty(0, dtype=np.int64)
+    if peak == 0 or not np.isfinite(peak) or radius <= 0:
+        return np.zeros_like(mal64), empty
+    unit = mal64 / peak  # only the direction matters; this keeps tiny updates' norms exact
+    v = unit * (radius / float(np.linalg.norm(unit)))
+    top = topk_indices(np.abs(np.asarray(aggregate, dtype=np.float64) + weight * v), k)
+    keep = top[topk_indices(np.abs(unit[top]), s)] if top.size > s else top[unit[top] != 0]
+    out = np.zeros_like(mal64)
+    out[keep] = unit[keep]
+    if not keep.size:
+        return out, empty
+    out /= float(np.max(np.abs(out)))
+    return out * (radius / float(np.linalg.norm(out))), keep
+
+
+class Adaptive(_GraphAware):
+    """A backdoor that knows the receiver's ``topk-clip`` filter and shapes its update to pass it.
+
+    Threat model. It knows: the filter and its parameters (kappa, the tau rule "auto" =
+    median of the incoming proposal norms and the receiver's own update norm, or a fixed
+    tau); the graph and W (the plan); its neighbours' public copies and their round t-1
+    updates d_j; its own data, its own honest update and the auxiliary (backdoor) set. It
+    cannot see: the round-t updates of the others before it sends (it uses round t-1's);
+    the proposals the receiver gets from neighbours it does not share; the receiver's own
+    training update of round t (it estimates it); the receiver's z_i, so it bounds the
+    update it controls, ||announced - x||, while the receiver clips xhat_m - z_i, which
+    also carries -(z_i - x_i) and the gap between x and x_i.
+
+    Each round, for every neighbour (receiver) i:
+
+    1. tau_hat_i: a fixed ``tau`` as given; with "auto" the median of the votes the receiver
+       is expected to count, on the update scale: ||d_k|| for each neighbour k of i the
+       adversary sees (k != m), ||d_i|| (i's own last update) for each neighbour of i it
+       cannot see or that colludes, ||z - x|| for its own proposal (counted at honest size:
+       with budget >= 1 its real vote is not smaller and the median is monotone) and
+       ||z - x|| again for the receiver's own training update.
+    2. The malicious update mal = w - x, w from :meth:`poisoned_model` (own data with the aux
+       set in every batch, as ``replace``), retrained every round so the backdoor accumulates.
+    3. The receiver's aggregate without the push: A_i = sum_{k in N(i), k != m} W_ik dhat_k
+       + W_im (z - x) - (sum_{k in N(i)} W_ik) dhat_i, i.e. sum_k W_ik (z_k - z_i) with every
+       node starting from the consensus, dhat_k = d_k when seen, else z - x (a benign update
+       of its own size); in round 1 A_i = 0.
+    4. Coordinates: T = the k = kappa d largest |A_i + W_im v| (v = mal spread at full
+       budget): where the receiver's top-k is expected to fall once the push is in, i.e.
+       where W_im mal adds to large benign coordinates or dominates small ones; keep the
+       s = support d largest |mal| of T, scale to norm tau_hat_i * budget (so the receiver's
+       clip, if tau_hat_i is right, does not cut it) and announce x + that to i.
+
+    Its own model is the honest z (it keeps following the consensus). Info: ``tau_hat``
+    (mean over receivers) and ``tau_hat_max``, ``support`` (largest share of coordinates announced), ``coords``
+    (s), ``mal_norm`` ||mal||, ``kept`` (share of ||mal|| on the kept coordinates, mean).
+    """
+
+    name = "adaptive"
+
+    def __init__(self, *, plan: Any, node: int, params: Mapping[str, Any]) -> None:
+        super().__init__(plan=plan, node=node, params=params)
+        self.kappa = float(self.params.get("kappa", 0.1))
+        self.tau = self.params.get("tau", "auto")
+        self.budget = float(self.params.get("budget", 1.0))
+        self.support = float(self.params.get("support", self.kappa))
+        self.tau_hat: dict[int, float] = {}  # per receiver, last round (for tests and reports)
+
+    @staticmethod
+    def coordinates(fraction: float, d: int) -> int:
+        """max(1, round(fraction d)), capped at d: the filter's rule for k."""
+        return min(d, max(1, round(fraction * d)))
+
+    def poisoned_model(self, view: NodeView) -> np.ndarray:
+        """w: train from x on the own shard with the aux set appended to every batch."""
+        data, aux = view.data, self.aux
+        loop = _Loop(view.trainer, view.x)
+        opt = loop.optimizer()
+        batches = loop.batches(len(data))
+        epochs = self.mal_epochs if self.mal_epochs is not None else max(view.epochs, 1)
+        for _ in range(epochs * _steps_per_epoch(view.trainer, data)):
+            idx = next(batches)
+            loop.step(opt, torch.cat([data.x[idx], aux.x]), torch.cat([data.y[idx], aux.y]))
+        return loop.flat()
+
+    def estimate_tau(self, i: int, ups: Mapping[int, np.ndarray], own: float) -> float:
+        """tau_hat of receiver i (step 1 of the class docstring)."""
+        if self.tau != "auto":
+            return float(self.tau)
+        proxy = float(np.linalg.norm(ups[i])) if i in ups else own
+        votes = [own, own]  # the adversary's own proposal, the receiver's own update
+        for k in self.topology.neighbours(i):
+            if k == self.node:
+                continue
+            votes.append(float(np.linalg.norm(ups[k])) if k in ups else proxy)
+        return float(np.median(votes))
+
+    def estimate_aggregate(self, i: int, ups: Mapping[int, np.ndarray], g: np.ndarray) -> np.ndarray:
+        """A_i, receiver i's aggregate without the malicious push (step 3)."""
+        if not ups:
+            return np.zeros_like(g, dtype=np.float64)
+        agg = float(self.W[i, self.node]) * g.astype(np.float64)
+        total = 0.0
+        for k in self.topology.neighbours(i):
+            w = float(self.W[i, k])
+            total += w
+            if k != self.node:
+                agg += w * (ups[k] if k in ups else g)
+        return agg - total * (ups[i] if i in ups else g)
+
+    def attack(self, view: NodeView) -> Crafted:
+        x = view.x
+        z = self.honest(view)
+        g = np.subtract(z, x, dtype=np.float32)
+        own = float(np.linalg.norm(g.astype(np.float64)))
+        mal = np.subtract(self.poisoned_model(view), x, dtype=np.float64)
+        ups = self.updates(view)
+        d = x.shape[0]
+        k, s = self.coordinates(self.kappa, d), self.coordinates(self.support, d)
+        announce: dict[int, np.ndarray] = {}
+        self.tau_hat = {}
+        supports, kept = [], []
+        mal_norm = float(np.linalg.norm(mal))
+        for i in view.neighbours:
+            tau = self.estimate_tau(i, ups, own)
+            self.tau_hat[i] = tau
+            radius = tau * self.budget
+            u, keep = shape_update(mal, self.estimate_aggregate(i, ups, g), float(self.W[i, self.node]),
+                                   radius, k, s)
+            announce[i] = fit_norm(x, u, radius)
+            supports.append(int(np.count_nonzero(announce[i] != x)) / d)
+            kept.append(float(np.linalg.norm(mal[keep])) / mal_norm if mal_norm > 0 else 0.0)
+        info = {"tau_hat": float(np.mean(list(self.tau_hat.values()))) if self.tau_hat else 0.0,
+                "tau_hat_max": max(self.tau_hat.values(), default=0.0),
+                "support": max(supports, default=0.0), "coords": float(s), "mal_norm": mal_norm,
+                "kept": float(np.mean(kept)) if kept else 0.0, "budget": self.budget}
+        return Crafted(own=z, announce=announce, info=info)
+
+
+CLASSES: dict[str, type[Attack]] = {cls.name: cls for cls in (Dissensus, MinMax, MinSum, Adaptive)}
 
 __all__ = [
     "CLASSES",
     "PERTURBATIONS",
+    "Adaptive",
     "Dissensus",
     "MinMax",
     "MinSum",
     "deviation",
     "dissensus_model",
+    "fit_norm",
     "gamma_search",
     "minmax_update",
     "minsum_update",
+    "shape_update",
 ]

@@ -50,10 +50,11 @@ Attacks (:data:`ATTACKS`)
               updates (neighbours' and its own honest one); z default 1.0 (Baruch's
               z_max = Phi^-1((n - s)/n), s = floor(n/2 + 1) - f, is 0 for n = 10, f = 1).
 ``ipm``       inner-product manipulation (Xie et al. 2019): announce x - eps mu (eps 0.1).
-``dissensus``, ``minmax``, ``minsum``  attacks shaped by the defence they face (He et al.
-              2022; Shejwalkar & Houmansadr 2021): :mod:`p2pfl.adaptive`, which documents
-              them and their parameters ``perturb``, ``gamma_init`` (and ``eps``, default
-              1.0 for dissensus).
+``dissensus``, ``minmax``, ``minsum``, ``adaptive``  attacks shaped by the defence they face
+              (He et al. 2022; Shejwalkar & Houmansadr 2021; an attacker that knows
+              ``topk-clip``): :mod:`p2pfl.adaptive`, which documents them and their
+              parameters ``perturb``, ``gamma_init``, ``kappa``, ``tau``, ``budget``,
+              ``support`` (and ``eps``, default 1.0 for dissensus).
 
 The distance term is rho/2 ||w - w_ref||^2, the reference code's ``tf.nn.l2_loss``
 convention, so rho = 1e-4 means what it meant in the paper's runs. w_ref = x + delta_ben:
@@ -173,7 +174,7 @@ log = logging.getLogger(__name__)
 
 ATTACKS: tuple[str, ...] = (
     "none", "boost", "stealth", "altmin", "signflip", "gaussian", "labelflip", "alie", "ipm", "replace",
-    "dissensus", "minmax", "minsum",
+    "dissensus", "minmax", "minsum", "adaptive",
 )  # fmt: skip
 ESTIMATES = ("none", "pre", "post")
 CONSTRAINTS = ("self", "neighbours")
@@ -201,9 +202,10 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "dissensus": ("eps", "delay"),
     "minmax": ("perturb", "gamma_init", "source", "delay", "equivocate"),
     "minsum": ("perturb", "gamma_init", "source", "delay", "equivocate"),
+    "adaptive": ("kappa", "tau", "budget", "support", "mal_epochs", "delay"),
 }
 _PLAN_PARAMS = ("target", "aux_size")  # read by p2pfl.plan.choose_aux
-_NEEDS_AUX = ("boost", "stealth", "altmin", "replace")
+_NEEDS_AUX = ("boost", "stealth", "altmin", "replace", "adaptive")
 _EVAL_SIZE = 500  # clean examples for the announced model's accuracy (a stealth statistic)
 
 
@@ -351,6 +353,20 @@ def _choice(name: str, v: Any, allowed: tuple[str, ...]) -> str:
     return str(v)
 
 
+def _fraction(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+        raise ConfigError(f"attack.{name}", v, "a fraction 0 < x <= 1")
+    return float(v)
+
+
+def _tau(name: str, v: Any) -> float | str:
+    if v == "auto":
+        return "auto"
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"attack.{name}", v, '"auto" or a finite number > 0')
+    return float(v)
+
+
 def _flag(name: str, v: Any) -> bool:
     if not isinstance(v, bool):
         raise ConfigError(f"attack.{name}", v, "true or false")
@@ -377,6 +393,10 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eps": lambda k, v: _real(k, v, 0.0, open_lo=True),
     "perturb": lambda k, v: _choice(k, v, PERTURBATIONS),
     "gamma_init": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "kappa": _fraction,
+    "tau": _tau,
+    "budget": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "support": _fraction,
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests of p2pfl.adaptive: dissensus and min-max / min-sum."""
+"""Tests of p2pfl.adaptive: dissensus, min-max / min-sum and the adaptive attacker against topk-clip."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from p2pfl.adaptive import (
+    Adaptive,
     Dissensus,
     MinMax,
     MinSum,
     dissensus_model,
+    fit_norm,
     gamma_search,
     minmax_update,
     minsum_update,
+    shape_update,
 )
 from p2pfl.attacks import ATTACKS, build_attack, check_params
 from p2pfl.behaviour import NodeView
@@ -202,11 +205,108 @@ def test_minmax_and_minsum_attacks_use_own_and_neighbour_updates(x0):
         assert out.info["benign_norm_own"] == 1.0 and out.info["norm_ratio"] > 0
 
 
+# --------------------------------------------------------------------------- adaptive
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, 40, elements=st.floats(-1, 1)), hnp.arrays(np.float64, 40, elements=st.floats(-1, 1)),
+       st.floats(0.0, 1.0), st.floats(1e-3, 10), st.integers(1, 40), st.integers(1, 40))
+def test_shape_update_spends_the_radius_on_at_most_s_coordinates_of_the_expected_top_k(mal, agg, w, radius, k, s):
+    u, keep = shape_update(mal, agg, w, radius, k, s)
+    assert np.count_nonzero(u) <= min(s, k)
+    assert set(np.flatnonzero(u)) <= set(keep.tolist())
+    if np.count_nonzero(u):
+        assert np.linalg.norm(u) == pytest.approx(radius, rel=1e-9)
+        np.testing.assert_array_equal(np.sign(u[keep]), np.sign(mal[keep]))  # the malicious direction, rescaled
+        v = mal * radius / np.linalg.norm(mal)
+        score = np.abs(agg + w * v)
+        assert score[keep].min() >= np.sort(score)[-k] - 1e-12  # every kept coordinate is in the top k
+
+
+def test_fit_norm_holds_the_bound_after_float32_rounding():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 5, 1000).astype(np.float32)
+    u = np.zeros(1000)
+    u[:30] = rng.normal(size=30)
+    u *= 1e-4 / np.linalg.norm(u)  # tiny next to x: rounding matters
+    a = fit_norm(x, u, 1e-4)
+    assert np.linalg.norm(a.astype(np.float64) - x) <= 1e-4
+    assert np.count_nonzero(a != x) <= 30
+
+
+def test_tau_hat_is_the_median_of_the_votes_the_receiver_counts():
+    plan = plan_for(build_topology("full", 4))
+    atk = build_attack("adaptive", {}, plan=plan, node=0)
+    ups = {1: np.full(4, 0.5), 2: np.full(4, 1.0), 3: np.full(4, 2.0)}  # norms 1, 2, 4
+    # receiver 1 counts 0 (own = 3), 2 (2), 3 (4) and its own update (3): median of 3, 3, 2, 4
+    assert atk.estimate_tau(1, ups, 3.0) == 3.0
+    ring = plan_for(build_topology("ring", 6))
+    atk = build_attack("adaptive", {}, plan=ring, node=0)
+    # receiver 1's other neighbour 2 is unseen: it votes like 1 (||d_1|| = 1); 0 and 1 vote 3
+    assert atk.estimate_tau(1, {1: np.full(4, 0.5), 5: np.full(4, 2.0)}, 3.0) == 3.0
+    assert build_attack("adaptive", {"tau": 0.2}, plan=ring, node=0).estimate_tau(1, {}, 3.0) == 0.2
+
+
+def test_estimated_aggregate_is_the_consensus_pull_of_the_receivers_neighbours():
+    plan = plan_for(build_topology("full", 4))
+    atk = build_attack("adaptive", {}, plan=plan, node=0)
+    rng = np.random.default_rng(0)
+    ups = {j: rng.normal(size=6) for j in (1, 2, 3)}
+    g = rng.normal(size=6).astype(np.float32)
+    w = plan.weights
+    want = w[1, 0] * g + w[1, 2] * ups[2] + w[1, 3] * ups[3] - (w[1, 0] + w[1, 2] + w[1, 3]) * ups[1]
+    np.testing.assert_allclose(atk.estimate_aggregate(1, ups, g), want, rtol=1e-6)
+    assert not atk.estimate_aggregate(1, {}, g).any()  # round 1: nothing to estimate from
+
+
+@pytest.mark.parametrize(("topology", "n", "params"), [
+    ("full", 4, {}),
+    ("full", 4, {"budget": 2.0, "support": 0.02, "kappa": 0.05}),
+    ("ring", 6, {"tau": 0.05, "budget": 0.5}),
+    ("ring", 6, {"kappa": 0.5, "support": 0.3}),
+])
+def test_adaptive_announces_within_tau_hat_and_its_coordinate_budget(x0, topology, n, params):
+    plan = plan_for(build_topology(topology, n))
+    atk = build_attack("adaptive", params, plan=plan, node=0)
+    assert isinstance(atk, Adaptive)
+    budget, support = params.get("budget", 1.0), params.get("support", params.get("kappa", 0.1))
+    coords = atk.coordinates(support, x0.size)
+    nbrs = plan.topology.neighbours(0)
+    rng = np.random.default_rng(2)
+    for rnd in (1, 2):
+        public = {j: x0 + rng.normal(0, 0.02, x0.size).astype(np.float32) for j in nbrs}
+        out = atk.craft(view(x0, plan, round_=rnd, public=public))
+        assert set(out.announce) == set(nbrs)
+        for j, a in out.announce.items():
+            update = a.astype(np.float64) - x0
+            assert np.linalg.norm(update) <= atk.tau_hat[j] * budget * (1 + 1e-6)
+            assert 0 < np.count_nonzero(update) <= coords
+        if "tau" in params:
+            assert all(t == params["tau"] for t in atk.tau_hat.values())
+        assert out.info["support"] <= coords / x0.size
+        assert out.info["tau_hat"] > 0 and out.info["coords"] == coords and 0 < out.info["kept"] <= 1
+        assert out.info["benign_norm_own"] == 1.0 and out.info["norm_ratio"] > 0
+    np.testing.assert_array_equal(out.own, atk.honest(view(x0, plan, round_=2)))  # it keeps the honest z
+
+
+def test_adaptive_trains_the_backdoor_in_one_method(x0, monkeypatch):
+    plan = plan_for(build_topology("full", 4))
+    atk = build_attack("adaptive", {"support": 0.01}, plan=plan, node=0)
+    target = x0.copy()
+    target[:5] += np.float32(1.0)  # the "backdoor" lives on coordinates 0..4
+    monkeypatch.setattr(Adaptive, "poisoned_model", lambda self, v: target.copy())
+    out = atk.craft(view(x0, plan, round_=1))
+    for a in out.announce.values():
+        assert 0 < np.count_nonzero(a != x0) and set(np.flatnonzero(a != x0)) <= set(range(5))
+
+
 # --------------------------------------------------------------------------- parameters
 
 
 def test_the_attacks_are_registered_with_their_parameters():
-    assert {"dissensus", "minmax", "minsum"} <= set(ATTACKS)
+    assert {"dissensus", "minmax", "minsum", "adaptive"} <= set(ATTACKS)
+    assert check_params("adaptive", {"tau": "auto", "kappa": 0.05, "budget": 2, "support": 0.01}) == \
+        {"tau": "auto", "kappa": 0.05, "budget": 2.0, "support": 0.01}
     assert check_params("minmax", {"perturb": "sign", "gamma_init": 5}) == {"perturb": "sign", "gamma_init": 5.0}
 
 
@@ -216,9 +316,43 @@ def test_the_attacks_are_registered_with_their_parameters():
     ("minsum", {"lam": 2.0}, "attack.lam", "known"),
     ("dissensus", {"eps": 0.0}, "attack.eps", "> 0"),
     ("dissensus", {"equivocate": True}, "attack.equivocate", "known"),
+    ("adaptive", {"kappa": 0}, "attack.kappa", "0 < x <= 1"),
+    ("adaptive", {"kappa": 1.5}, "attack.kappa", "0 < x <= 1"),
+    ("adaptive", {"support": True}, "attack.support", "0 < x <= 1"),
+    ("adaptive", {"tau": "median"}, "attack.tau", '"auto"'),
+    ("adaptive", {"tau": -1.0}, "attack.tau", '"auto"'),
+    ("adaptive", {"budget": float("inf")}, "attack.budget", "> 0"),
 ])
 def test_invalid_parameters_name_the_field_and_what_is_allowed(name, params, field, allowed):
     with pytest.raises(ConfigError) as err:
         build_attack(name, params, plan=plan_for(build_topology("full", 4)), node=0)
     assert err.value.field == field
     assert allowed in str(err.value)
+
+
+def test_adaptive_needs_an_aux_set():
+    plan = plan_for(build_topology("full", 4))
+    plan.aux = None
+    with pytest.raises(ConfigError):
+        build_attack("adaptive", {}, plan=plan, node=0)
+    build_attack("minmax", {}, plan=plan, node=0)
+
+
+# --------------------------------------------------------------------------- a real run
+
+
+def test_adaptive_against_topk_clip_in_a_real_ring_run(make_config):
+    """Ring of 6, one adaptive adversary, topk-clip, 2 rounds on tiny data."""
+    from p2pfl.launch import run
+
+    cfg = make_config(**{"topology": "ring", "nodes": 6, "rounds": 2, "adversaries": 1,
+                         "attack.name": "adaptive", "defence.name": "topk-clip"})
+    result = run(cfg)
+    adv = [r for r in result.records if r.get("role", "benign") != "benign"]
+    assert len(adv) == 2 and all(r["attack"]["active"] == 1.0 for r in adv)
+    for r in adv:
+        a = r["attack"]
+        assert a["tau_hat"] > 0 and 0 < a["support"] <= 0.1 + 1e-9 and a["norm_ratio"] > 0
+        assert a["update_norm"] <= a["tau_hat_max"] * (1 + 1e-6)  # budget 1
+    assert "norm_ratio_mean" in result.summary["stealth"]
+    assert 0.0 < result.summary["final"]["accuracy_mean"] <= 1.0
