@@ -140,8 +140,9 @@ Stealth statistics (``info`` of every round, also in delayed rounds)
                  no farther from any benign one than the benign ones are from each other
                  (``prev_dist_max <= benign_max``), else 0.0: the paper's distance-spread
                  stealth test, one round late; summaries count the rounds that pass it;
-``announced_acc``    accuracy of the announced model on up to 500 clean test examples
-                 (the adversary's own model when it equivocates);
+``announced_acc``    accuracy of the announced model on up to 500 clean test examples;
+                 when it equivocates, the mean over the distinct models it announced, and
+                 ``announced_acc_min`` the lowest;
 ``benign_update_norm``, ``norm_ratio``  ``update_norm`` / the norm of a benign update of
                  this round: the adversary's own honest update ||z - x|| when the attack
                  trains z anyway (signflip, gaussian without sigma, alie, ipm, minmax, minsum,
@@ -153,6 +154,7 @@ Stealth statistics (``info`` of every round, also in delayed rounds)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import statistics
@@ -514,6 +516,16 @@ def _honest(view: NodeView) -> np.ndarray:
     return view.x.copy() if view.epochs <= 0 else view.trainer.train(view.x, view.data)
 
 
+def _distinct(announce: np.ndarray | Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """The announced models with distinct contents (one when it does not equivocate)."""
+    if isinstance(announce, np.ndarray):
+        return [announce]
+    seen: dict[bytes, np.ndarray] = {}
+    for m in announce.values():
+        seen.setdefault(hashlib.blake2b(np.ascontiguousarray(m).tobytes(), digest_size=16).digest(), m)
+    return list(seen.values())
+
+
 def _steps_per_epoch(trainer: Any, data: Any) -> int:
     return max(1, math.ceil(len(data) / trainer.spec.batch_size))
 
@@ -704,8 +716,10 @@ class Attack:
                 if "benign_max" in out:
                     out["prev_within"] = float(max(dist) <= out["benign_max"])
         if self.eval_set is not None:
-            model = announce if isinstance(announce, np.ndarray) else own
-            out["announced_acc"] = float(view.trainer.evaluate(model, self.eval_set).accuracy)
+            accs = [float(view.trainer.evaluate(m, self.eval_set).accuracy) for m in _distinct(announce)]
+            out["announced_acc"] = sum(accs) / len(accs)
+            if len(accs) > 1:
+                out["announced_acc_min"] = min(accs)
         return out
 
     def benign_norm(self, view: NodeView, update_norm: float) -> dict[str, float]:

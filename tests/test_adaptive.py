@@ -287,6 +287,8 @@ def test_adaptive_announces_within_tau_hat_and_its_coordinate_budget(x0, topolog
         assert out.info["tau_hat"] > 0 and out.info["coords"] == coords and 0 < out.info["kept"] <= 1
         assert out.info["benign_norm_own"] == 1.0 and out.info["norm_ratio"] > 0
     np.testing.assert_array_equal(out.own, atk.honest(view(x0, plan, round_=2)))  # it keeps the honest z
+    accs = [tiny_trainer().evaluate(a, plan.test).accuracy for a in out.announce.values()]
+    assert out.info["announced_acc"] == pytest.approx(np.mean(accs))  # the announced models, not its own
 
 
 def test_adaptive_trains_the_backdoor_in_one_method(x0, monkeypatch):

@@ -548,3 +548,20 @@ def test_norm_ratio_falls_back_to_the_weighted_mean_of_the_neighbours_updates(mo
     assert out.info["benign_norm_own"] == 0.0
     assert out.info["benign_update_norm"] == pytest.approx(0.015 * root, rel=1e-3)  # 0.5*0.01 + 0.5*0.02
     assert out.info["norm_ratio"] == pytest.approx(0.04 / 0.015, rel=1e-3)
+
+
+def test_announced_accuracy_of_an_equivocating_attack_covers_each_distinct_model(monkeypatch, x0):
+    optimise, _ = fixed_optimise(lambda start: start + np.float32(0.5))
+    monkeypatch.setattr(Boost, "optimise", optimise)
+    plan = tiny_plan()
+    weights = {1: 0.25, 2: 0.25, 3: 0.25}  # equal weights: the same model to everybody
+    same = build_attack("boost", {"lam": 1.0, "equivocate": True}, plan=plan, node=0)
+    out = same.craft(view_for(tiny_trainer(), x0, weights=weights))
+    assert "announced_acc_min" not in out.info
+    assert out.info["announced_acc"] == pytest.approx(tiny_trainer().evaluate(out.announce[1], plan.test).accuracy)
+    unequal = {1: 0.5, 2: 0.25, 3: 0.05}
+    out = build_attack("boost", {"lam": 1.0, "equivocate": True}, plan=plan, node=0).craft(
+        view_for(tiny_trainer(), x0, weights=unequal))
+    accs = [tiny_trainer().evaluate(out.announce[j], plan.test).accuracy for j in (1, 2, 3)]
+    assert out.info["announced_acc"] == pytest.approx(np.mean(accs))
+    assert out.info["announced_acc_min"] == pytest.approx(min(accs))
