@@ -55,6 +55,11 @@ Attacks (:data:`ATTACKS`)
               around x or x + the own benign update; the same on the coordinates outside the
               benign update's top ``ratio``; constrain-and-scale with gamma_j = 1/W_jm per
               receiver, capped by ``budget`` and/or an estimated clip radius ``clip_to``.
+``dissensus``, ``minmax``, ``minsum``, ``adaptive``  attacks shaped by the defence they face
+              (He et al. 2022; Shejwalkar & Houmansadr 2021; an attacker that knows
+              ``topk-clip``): :mod:`p2pfl.adaptive`, which documents them and their
+              parameters ``perturb``, ``gamma_init``, ``kappa``, ``tau``, ``budget``,
+              ``support`` (and ``eps``, default 1.0 for dissensus).
 
 The distance term is rho/2 ||w - w_ref||^2, the reference code's ``tf.nn.l2_loss``
 convention, so rho = 1e-4 means what it meant in the paper's runs. w_ref = x + delta_ben:
@@ -151,11 +156,21 @@ Stealth statistics (``info`` of every round, also in delayed rounds)
                  no farther from any benign one than the benign ones are from each other
                  (``prev_dist_max <= benign_max``), else 0.0: the paper's distance-spread
                  stealth test, one round late; summaries count the rounds that pass it;
-``announced_acc``    accuracy of the announced model on up to 500 clean test examples.
+``announced_acc``    accuracy of the announced model on up to 500 clean test examples;
+                 when it equivocates, the mean over the distinct models it announced, and
+                 ``announced_acc_min`` the lowest;
+``benign_update_norm``, ``norm_ratio``  ``update_norm`` / the norm of a benign update of
+                 this round: the adversary's own honest update ||z - x|| when the attack
+                 trains z anyway (signflip, gaussian without sigma, alie, ipm, minmax, minsum,
+                 dissensus, adaptive, stealth/altmin with ``constrain = "self"``, and every
+                 delayed round; ``benign_norm_own`` = 1.0), else the W-weighted mean norm of
+                 its benign neighbours' round t-1 updates d_j (``benign_norm_own`` = 0.0; no
+                 value in round 1). 1.0 means an update of honest size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import statistics
@@ -179,6 +194,7 @@ log = logging.getLogger(__name__)
 ATTACKS: tuple[str, ...] = (
     "none", "boost", "stealth", "altmin", "signflip", "gaussian", "labelflip", "alie", "ipm", "replace",
     "pgd", "scale", "neurotoxin",  # p2pfl.constrained
+    "dissensus", "minmax", "minsum", "adaptive",  # p2pfl.adaptive
 )  # fmt: skip
 ESTIMATES = ("none", "pre", "post")
 CONSTRAINTS = ("self", "neighbours")
@@ -187,6 +203,7 @@ MAL_OPTIMIZERS = ("node", "sgd", "adam")
 REFS = ("start", "benign")  # pgd / neurotoxin: the centre of the ball
 NORMS = ("l2", "linf")
 MASK_FROM = ("own", "neighbours")
+PERTURBATIONS = ("unit", "sign", "std")  # minmax / minsum (p2pfl.adaptive)
 
 _ESTIMATING = ("estimate", "source", "collude")
 _MALICIOUS = ("mal_optimizer", "mal_lr")
@@ -204,6 +221,11 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "alie": ("z", "source", "delay", "equivocate"),
     "ipm": ("eps", "source", "delay", "equivocate"),
     "replace": ("lam", "mal_epochs", "delay", "equivocate"),
+    # p2pfl.adaptive
+    "dissensus": ("eps", "delay"),
+    "minmax": ("perturb", "gamma_init", "source", "delay", "equivocate"),
+    "minsum": ("perturb", "gamma_init", "source", "delay", "equivocate"),
+    "adaptive": ("kappa", "tau", "budget", "support", "mal_epochs", "delay"),
 }
 _PROJECTED = ("eps", "eps_rel", "ref", "norm", "project_every", "mal_epochs", *_MALICIOUS, "delay")
 PARAMS.update({  # p2pfl.constrained
@@ -213,7 +235,7 @@ PARAMS.update({  # p2pfl.constrained
 })
 #: Read by the plan (p2pfl.plan.choose_backdoor, choose_aux): accepted by every attack.
 _PLAN_PARAMS = ("target", "aux_size", *BACKDOOR_PARAMS)
-_NEEDS_AUX = ("boost", "stealth", "altmin", "replace", "pgd", "scale", "neurotoxin")
+_NEEDS_AUX = ("boost", "stealth", "altmin", "replace", "pgd", "scale", "neurotoxin", "adaptive")
 AUX_ONLY = ("boost", "stealth", "altmin")  # train on the aux set alone: it must not be empty
 _EVAL_SIZE = 500  # clean examples for the announced model's accuracy (a stealth statistic)
 
@@ -362,11 +384,19 @@ def _choice(name: str, v: Any, allowed: tuple[str, ...]) -> str:
     return str(v)
 
 
-def _fraction(name: str, v: Any, *, hi_open: bool) -> float:
+def _fraction(name: str, v: Any, *, hi_open: bool = False) -> float:
     """A number in (0, 1) (``hi_open``) or (0, 1]."""
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0 \
             or v > 1 or (hi_open and v == 1):
         raise ConfigError(f"attack.{name}", v, f"a number in (0, 1{')' if hi_open else ']'}")
+    return float(v)
+
+
+def _tau(name: str, v: Any) -> float | str:
+    if v == "auto":
+        return "auto"
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"attack.{name}", v, '"auto" or a finite number > 0')
     return float(v)
 
 
@@ -405,6 +435,12 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "gamma": lambda k, v: _real(k, v, 0.0, open_lo=True),
     "clip_to": lambda k, v: v if v == "auto" else _real(k, v, 0.0, open_lo=True),
     "budget": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    # p2pfl.adaptive
+    "perturb": lambda k, v: _choice(k, v, PERTURBATIONS),
+    "gamma_init": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "kappa": _fraction,
+    "tau": _tau,
+    "support": _fraction,
 }
 
 
@@ -523,6 +559,16 @@ def _honest(view: NodeView) -> np.ndarray:
     return view.x.copy() if view.epochs <= 0 else view.trainer.train(view.x, view.data)
 
 
+def _distinct(announce: np.ndarray | Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """The announced models with distinct contents (one when it does not equivocate)."""
+    if isinstance(announce, np.ndarray):
+        return [announce]
+    seen: dict[bytes, np.ndarray] = {}
+    for m in announce.values():
+        seen.setdefault(hashlib.blake2b(np.ascontiguousarray(m).tobytes(), digest_size=16).digest(), m)
+    return list(seen.values())
+
+
 def _steps_per_epoch(trainer: Any, data: Any) -> int:
     return max(1, math.ceil(len(data) / trainer.spec.batch_size))
 
@@ -581,6 +627,17 @@ class Attack:
         self.board = collusion_board(plan) if self.collude else None
         self.memory = _Memory()
         self.trace: list[str] = []  # 'b' benign step, 'm' malicious step (last craft; for tests)
+        self._honest_model: np.ndarray | None = None  # this round's honest model, once computed
+
+    def honest(self, view: NodeView) -> np.ndarray:
+        """z, the node's honest model of this round (trained once per round, then reused).
+
+        Attacks that need it call this rather than :func:`_honest`, so the stealth statistics
+        can compare the announced update with the adversary's own benign update for free.
+        """
+        if self._honest_model is None:
+            self._honest_model = _honest(view)
+        return self._honest_model
 
     # ---- estimation ----
     def updates(self, view: NodeView, source: str | None = None) -> dict[int, np.ndarray]:
@@ -609,7 +666,7 @@ class Attack:
         if self.rho <= 0:
             return view.x, 0.0
         if self.constrain == "self":
-            return _honest(view), self.rho
+            return self.honest(view), self.rho
         mean = weighted_mean(self.updates(view), view.weights)
         if mean is None:
             return view.x, 0.0
@@ -641,6 +698,7 @@ class Attack:
 
     def craft(self, view: NodeView) -> Crafted:
         self.trace = []
+        self._honest_model = None
         active = view.round > self.delay
         if active:
             if self.backdoor is not None and self.backdoor.kind != "single" and self._aux_of != id(view.data):
@@ -651,6 +709,7 @@ class Attack:
             crafted = self.attack(view)
         else:
             crafted = Honest().craft(view)
+            self._honest_model = crafted.own
         info = {"active": float(active), **{k: float(v) for k, v in crafted.info.items()}}
         deltas = self._deltas(view, crafted.announce)
         models = [crafted.announce] if isinstance(crafted.announce, np.ndarray) else \
@@ -681,6 +740,7 @@ class Attack:
         mine = list({id(d): d for d in deltas.values()}.values())
         out = {"delta_norm": max(float(np.linalg.norm(d)) for d in mine),
                "update_norm": max(float(np.linalg.norm(u)) for u in updates)}
+        out.update(self.benign_norm(view, out["update_norm"]))
         if self.memory.round == view.round - 1 and self.memory.x is not None and self.memory.updates:
             ben = list(neighbour_updates(view.public, view.public_round, self.memory.x, view.round - 1,
                                          exclude=self.colluders).values())
@@ -708,8 +768,31 @@ class Attack:
                 if "benign_max" in out:
                     out["prev_within"] = float(max(dist) <= out["benign_max"])
         if self.eval_set is not None:
-            model = announce if isinstance(announce, np.ndarray) else own
-            out["announced_acc"] = float(view.trainer.evaluate(model, self.eval_set).accuracy)
+            accs = [float(view.trainer.evaluate(m, self.eval_set).accuracy) for m in _distinct(announce)]
+            out["announced_acc"] = sum(accs) / len(accs)
+            if len(accs) > 1:
+                out["announced_acc_min"] = min(accs)
+        return out
+
+    def benign_norm(self, view: NodeView, update_norm: float) -> dict[str, float]:
+        """``benign_update_norm``, ``benign_norm_own`` and ``norm_ratio`` (module docstring).
+
+        The adversary's own honest update ||z - x|| when this round's attack computed z anyway
+        (:meth:`honest`; delayed rounds too), else the W-weighted mean norm of the benign
+        neighbours' round t-1 updates d_j (no extra training); nothing in round 1 without z.
+        """
+        if self._honest_model is not None:
+            norm, own = float(np.linalg.norm(np.subtract(self._honest_model, view.x, dtype=np.float64))), 1.0
+        else:
+            ups = self.updates(view, "updates")
+            total = sum(float(view.weights[j]) for j in ups)
+            if not ups or total <= 0:
+                return {}
+            norm = sum(float(view.weights[j]) * float(np.linalg.norm(d)) for j, d in ups.items()) / total
+            own = 0.0
+        out = {"benign_update_norm": norm, "benign_norm_own": own}
+        if norm > 0 and math.isfinite(norm):
+            out["norm_ratio"] = update_norm / norm
         return out
 
 
@@ -875,7 +958,7 @@ class SignFlip(Attack):
     default_lam = 1.0
 
     def attack(self, view: NodeView) -> Crafted:
-        d = np.subtract(view.x, _honest(view), dtype=np.float32)
+        d = np.subtract(view.x, self.honest(view), dtype=np.float32)
         return self.emit(view, d, self.lam, {"lam": self.lam})
 
 
@@ -901,7 +984,7 @@ class Gaussian(Attack):
     def attack(self, view: NodeView) -> Crafted:
         sigma = self.params.get("sigma")
         if sigma is None:
-            honest = np.subtract(_honest(view), view.x, dtype=np.float64)
+            honest = np.subtract(self.honest(view), view.x, dtype=np.float64)
             sigma = float(np.sqrt(np.mean(honest * honest)))
         dim = view.x.shape[0]
 
@@ -921,7 +1004,7 @@ class _StatisticalAttack(Attack):
     """alie, ipm: built from the benign updates the adversary can estimate (and its own honest one)."""
 
     def benign_rows(self, view: NodeView) -> np.ndarray:
-        own = np.subtract(_honest(view), view.x, dtype=np.float32)
+        own = np.subtract(self.honest(view), view.x, dtype=np.float32)
         rows = [own, *self.updates(view).values()]
         return np.stack(rows)
 
@@ -962,10 +1045,12 @@ def build_attack(name: str, params: Mapping[str, Any], *, plan: Any, node: int) 
     check_params(name, params)
     if name == "none":
         return Honest()
-    if name not in _CLASSES:  # imported here: p2pfl.constrained subclasses Attack
+    if name not in _CLASSES:  # imported here: p2pfl.constrained and p2pfl.adaptive subclass Attack
+        from .adaptive import CLASSES
         from .constrained import PGD, Neurotoxin, Scale
 
         _CLASSES.update({cls.name: cls for cls in (PGD, Scale, Neurotoxin)})
+        _CLASSES.update(CLASSES)
     return _CLASSES[name](plan=plan, node=node, params=params)
 
 

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attacks import Attack, _honest, _Loop, _steps_per_epoch, boost, weighted_sum
+from .attacks import Attack, _Loop, _steps_per_epoch, boost, weighted_sum
 from .behaviour import Crafted, NodeView
 
 
@@ -97,7 +97,7 @@ class _Constrained(Attack):
 
     def benign(self, view: NodeView) -> np.ndarray:
         """b = z - x, the node's own honest update this round."""
-        return np.subtract(_honest(view), view.x, dtype=np.float32)
+        return np.subtract(self.honest(view), view.x, dtype=np.float32)
 
     def batches(self, loop: _Loop, view: NodeView) -> Any:
         """Endless own-shard batches with the backdoor mixed in."""

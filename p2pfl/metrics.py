@@ -84,18 +84,31 @@ def _group_mean(benign: list[Mapping[str, Any]], groups_of: Mapping[int, int]) -
     return {str(g): sum(v) / len(v) for g, v in sorted(groups.items())}
 
 
-def _stealth_counts(rounds: list[Mapping[str, Any]]) -> dict[str, int]:
-    """Rounds in which the adversaries passed the distance-spread test, of those measured.
+def _stealth_counts(rounds: list[Mapping[str, Any]]) -> dict[str, float]:
+    """Rounds in which the adversaries passed the distance-spread test, of those measured,
+    and the mean norm ratio and announced accuracy over the rounds the attack was active.
 
     A round counts as passed when every adversary's flag is 1 (the per-round value is the
-    mean over adversaries).
+    mean over adversaries). ``norm_ratio_mean``/``_max``: the adversaries' update norm over
+    their benign update norm (per-round mean over adversaries), over the rounds in which
+    they attacked (``active`` > 0; delayed rounds are honest and would pull it towards 1);
+    ``announced_acc_mean``: the announced models' clean accuracy over the same rounds.
     """
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     for key, name in (("prev_update_within", "update"), ("prev_within", "delta")):
         flags = [row["attack"][key] for row in rounds if key in row.get("attack", {})]
         if flags:
             out[f"{name}_rounds_measured"] = len(flags)
             out[f"{name}_rounds_within_benign"] = sum(1 for f in flags if f >= 1.0)
+    active = [row["attack"] for row in rounds
+              if isinstance(row.get("attack"), Mapping) and row["attack"].get("active", 1.0) > 0]
+    ratios = [a["norm_ratio"] for a in active if "norm_ratio" in a]
+    if ratios:
+        out["norm_ratio_mean"] = sum(ratios) / len(ratios)
+        out["norm_ratio_max"] = max(ratios)
+    accs = [a["announced_acc"] for a in active if "announced_acc" in a]
+    if accs:
+        out["announced_acc_mean"] = sum(accs) / len(accs)
     return out
 
 
@@ -113,7 +126,8 @@ def summarize(
     ``attack_success_by_malicious_neighbours`` when attack metrics exist. The adversaries'
     own per-round ``attack`` statistics (delta norm, distance spread to benign deltas, ...)
     are averaged over adversaries into ``attack``; ``stealth`` counts the rounds in which
-    the adversaries' updates (deltas) were within the benign distance spread.
+    the adversaries' updates (deltas) were within the benign distance spread and gives the
+    mean norm ratio and announced accuracy of the rounds they attacked.
     """
     by_round: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for rec in records:

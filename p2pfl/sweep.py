@@ -22,7 +22,9 @@ override) and a ``[sweep]`` table of axes, dotted keys mapping to lists::
 ``results.csv``   one row per cell: its settings, final benign accuracy mean/min, final
 ``results.md``    attack success and target confidence, the first round the attack success
                   reaches 0.9 (``never``), the rounds in which the adversaries passed the
-                  distance-spread stealth test (``k/n``), wall time and status
+                  distance-spread stealth test (``k/n``), the adversaries' mean update norm
+                  over their benign update norm and their announced models' accuracy
+                  (rounds they attacked), wall time and status
 ``plots/``        one comparison plot per axis (:func:`p2pfl.report.write_sweep_plots`)
 
 Resumable: a cell whose folder holds a complete ``summary.json`` of the same settings is
@@ -51,6 +53,7 @@ from typing import Any
 
 import click
 
+from .backdoor import BACKDOOR_PARAMS
 from .config import RunConfig, flat_settings, read_toml
 from .errors import ConfigError, P2PFLError
 from .experiment import rounds_to, validate
@@ -67,7 +70,9 @@ SWEEP_SAMPLE_SIZE = 2_000  # coordinates of each update kept for histograms, per
 Event = Callable[[Mapping[str, Any]], None]
 
 _SCALARS = (str, int, float, bool)
-_PLAN_ATTACK_PARAMS = ("target", "aux_size")  # the auxiliary set: shared by every attack
+# The backdoor (auxiliary set, success set): shared by every attack, so clean cells that differ
+# in it measure different things.
+_PLAN_ATTACK_PARAMS = ("target", "aux_size", *BACKDOOR_PARAMS)
 
 
 # ---- experiment files ----------------------------------------------------------------------------
@@ -339,13 +344,15 @@ def result_row(settings: Mapping[str, Any], run: str, summary: Mapping[str, Any]
     stealth = (summary or {}).get("stealth", {})
     measured = stealth.get("update_rounds_measured")
     row["stealthy_rounds"] = None if not measured else f"{stealth['update_rounds_within_benign']}/{measured}"
+    row["norm_ratio"] = stealth.get("norm_ratio_mean")
+    row["announced_acc"] = stealth.get("announced_acc_mean")
     row["wall_time_s"] = (summary or {}).get("wall_time")
     row["status"] = status
     return row
 
 
 _METRICS = ("accuracy_mean", "accuracy_min", "attack_success", "target_confidence", "rounds_to_0.9",
-            "stealthy_rounds", "wall_time_s", "status")
+            "stealthy_rounds", "norm_ratio", "announced_acc", "wall_time_s", "status")
 
 
 def _csv_value(value: Any) -> Any:
@@ -377,7 +384,7 @@ def write_results(out: Path, sweep: Sweep, rows: Sequence[Mapping[str, Any]], *,
 
     b = sweep.base
     head = ["cell", *axes, "accuracy mean", "accuracy min", "attack success", "target confidence",
-            f"rounds to {THRESHOLD}", "stealthy rounds", "wall time (s)", "status"]
+            f"rounds to {THRESHOLD}", "stealthy rounds", "norm ratio", "announced acc", "wall time (s)", "status"]
     lines = [f"# {sweep.title}: results", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
@@ -392,6 +399,7 @@ def write_results(out: Path, sweep: Sweep, rows: Sequence[Mapping[str, Any]], *,
         cells = [str(row.get("cell", "")), *(md(row.get(a)) for a in axes),
                  md(row.get("accuracy_mean")), md(row.get("accuracy_min")), md(row.get("attack_success"), 2),
                  md(row.get("target_confidence")), md(row.get("rounds_to_0.9")), md(row.get("stealthy_rounds")),
+                 md(row.get("norm_ratio"), 2), md(row.get("announced_acc")),
                  md(row.get("wall_time_s"), 0), str(row.get("status", ""))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Accuracy: clean test accuracy of the benign nodes at the final round (mean and worst node). "
@@ -400,7 +408,10 @@ def write_results(out: Path, sweep: Sweep, rows: Sequence[Mapping[str, Any]], *,
               f"probability of that label. Rounds to {THRESHOLD}: the first round the mean attack success "
               f"reached {THRESHOLD}. Stealthy rounds: rounds in which the adversaries' updates were no farther "
               "from the benign updates than those are from each other (the paper's distance-spread test), "
-              f"of the rounds measured. Cells are numbered as in results.csv; run folders are in `{RUNS_DIR}/`.", ""]
+              "of the rounds measured. Norm ratio: the adversaries' update norm over the norm of a benign "
+              "update of the same round (1 = honest size), mean over the rounds they attacked; announced acc: "
+              "the clean accuracy of the models they announced, same rounds. Cells are numbered as in "
+              f"results.csv; run folders are in `{RUNS_DIR}/`.", ""]
     (out / RESULTS_MD).write_text("\n".join(lines), encoding="utf-8")
 
 

@@ -785,3 +785,50 @@ def test_pgd_with_a_trigger_backdoor_in_a_real_run(make_config):
     assert 0.0 <= final["attack_success_mean"] <= 1.0 and "attack_success_by_hops" in final
     adv = [r for r in result.records if r["role"] == "pgd"]
     assert adv and all(r["attack"]["norm_ratio"] <= 2.0 + 1e-3 for r in adv)
+# --------------------------------------------------------------------------- norm ratio (stealth)
+
+
+def test_norm_ratio_uses_the_own_honest_update_when_the_attack_trains_it(x0):
+    atk = build_attack("signflip", {"lam": 2.0}, plan=tiny_plan(), node=0)
+    out = atk.craft(view_for(tiny_trainer(), x0))
+    assert out.info["benign_norm_own"] == 1.0
+    assert out.info["norm_ratio"] == pytest.approx(2.0, rel=1e-5)  # -2 (z - x) against z - x
+    assert out.info["benign_update_norm"] == pytest.approx(out.info["update_norm"] / 2, rel=1e-5)
+
+
+def test_norm_ratio_is_one_in_delayed_rounds(x0):
+    out = build_attack("boost", {"delay": 3}, plan=tiny_plan(), node=0).craft(view_for(tiny_trainer(), x0))
+    assert out.info["active"] == 0.0 and out.info["benign_norm_own"] == 1.0
+    assert out.info["norm_ratio"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_norm_ratio_falls_back_to_the_weighted_mean_of_the_neighbours_updates(monkeypatch, x0):
+    optimise, _ = fixed_optimise(lambda start: start + np.float32(0.04))
+    monkeypatch.setattr(Boost, "optimise", optimise)
+    atk = build_attack("boost", {"lam": 1.0}, plan=tiny_plan(), node=0)
+    first = atk.craft(view_for(tiny_trainer(), x0, round_=1))
+    assert "norm_ratio" not in first.info  # no neighbour update yet and no honest training
+    weights = {1: 0.5, 2: 0.25, 3: 0.25}
+    public = {1: x0 + np.float32(0.01), 2: x0 + np.float32(0.02), 3: x0 + np.float32(0.02)}
+    out = atk.craft(view_for(tiny_trainer(), x0, round_=2, public=public, weights=weights))
+    root = np.sqrt(x0.size)
+    assert out.info["benign_norm_own"] == 0.0
+    assert out.info["benign_update_norm"] == pytest.approx(0.015 * root, rel=1e-3)  # 0.5*0.01 + 0.5*0.02
+    assert out.info["norm_ratio"] == pytest.approx(0.04 / 0.015, rel=1e-3)
+
+
+def test_announced_accuracy_of_an_equivocating_attack_covers_each_distinct_model(monkeypatch, x0):
+    optimise, _ = fixed_optimise(lambda start: start + np.float32(0.5))
+    monkeypatch.setattr(Boost, "optimise", optimise)
+    plan = tiny_plan()
+    weights = {1: 0.25, 2: 0.25, 3: 0.25}  # equal weights: the same model to everybody
+    same = build_attack("boost", {"lam": 1.0, "equivocate": True}, plan=plan, node=0)
+    out = same.craft(view_for(tiny_trainer(), x0, weights=weights))
+    assert "announced_acc_min" not in out.info
+    assert out.info["announced_acc"] == pytest.approx(tiny_trainer().evaluate(out.announce[1], plan.test).accuracy)
+    unequal = {1: 0.5, 2: 0.25, 3: 0.05}
+    out = build_attack("boost", {"lam": 1.0, "equivocate": True}, plan=plan, node=0).craft(
+        view_for(tiny_trainer(), x0, weights=unequal))
+    accs = [tiny_trainer().evaluate(out.announce[j], plan.test).accuracy for j in (1, 2, 3)]
+    assert out.info["announced_acc"] == pytest.approx(np.mean(accs))
+    assert out.info["announced_acc_min"] == pytest.approx(min(accs))

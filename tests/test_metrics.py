@@ -44,3 +44,17 @@ def test_truncated_last_line_is_skipped(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"round": 1, "node": 0}\n{"round": 1, "no')
     assert read_records(path) == [{"round": 1, "node": 0}]
+
+
+def test_summary_gives_the_mean_norm_ratio_and_announced_accuracy_of_active_rounds():
+    records = [rec(1, 0, accuracy=0.5), rec(1, 1, "boost", attack={"active": 0.0, "norm_ratio": 1.0,
+                                                                       "announced_acc": 0.9})]
+    for r, (ratio, acc) in enumerate([(2.0, 0.5), (4.0, 0.7)], start=2):
+        records += [rec(r, 0, accuracy=0.5),
+                    rec(r, 1, "boost", attack={"active": 1.0, "norm_ratio": ratio, "announced_acc": acc}),
+                    rec(r, 2, "boost", attack={"active": 1.0, "norm_ratio": ratio + 2, "announced_acc": acc})]
+    stealth = summarize(records)["stealth"]
+    assert stealth["norm_ratio_mean"] == 4.0  # rounds 2 and 3: means 3 and 5; the delayed round 1 is left out
+    assert stealth["norm_ratio_max"] == 5.0
+    assert stealth["announced_acc_mean"] == 0.6
+    assert "update_rounds_measured" not in stealth

@@ -204,6 +204,21 @@ def test_stealthy_rounds_count_the_rounds_within_the_benign_distance_spread():
     assert sweep_mod.result_row({}, "r", {"rounds": [], "final": {}}, "done")["stealthy_rounds"] is None
 
 
+def test_norm_ratio_and_announced_accuracy_columns_come_from_the_stealth_summary(tmp_path):
+    summary = {"rounds": [], "final": {}, "stealth": {"norm_ratio_mean": 1.25, "announced_acc_mean": 0.75}}
+    row = sweep_mod.result_row({}, "r", summary, "done")
+    assert (row["norm_ratio"], row["announced_acc"]) == (1.25, 0.75)
+    empty = sweep_mod.result_row({}, "r", {"rounds": [], "final": {}}, "done")
+    assert empty["norm_ratio"] is None and empty["announced_acc"] is None
+    sw = Sweep(base=tiny_config(rounds=1), axes={"seed": [0]})
+    sweep_mod.write_results(tmp_path, sw, [{**row, "cell": 1, "seed": 0}])
+    with (tmp_path / "results.csv").open(encoding="utf-8") as fh:
+        (written,) = list(csv.DictReader(fh))
+    assert (written["norm_ratio"], written["announced_acc"]) == ("1.25", "0.75")
+    md = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "norm ratio | announced acc" in md and "| 1.25 | 0.750 |" in md
+
+
 def test_never_is_written_when_the_attack_never_reaches_the_threshold(tmp_path):
     row = sweep_mod.result_row({}, "r", {"rounds": [{"round": 1, "attack_success_mean": 0.1}],
                                          "final": {"attack_success_mean": 0.1}}, "done")
