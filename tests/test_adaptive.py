@@ -209,7 +209,8 @@ def test_minmax_and_minsum_attacks_use_own_and_neighbour_updates(x0):
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float64, 40, elements=st.floats(-1, 1)), hnp.arrays(np.float64, 40, elements=st.floats(-1, 1)),
+@given(hnp.arrays(np.float64, 40, elements=st.floats(-1, 1, allow_subnormal=False)),
+       hnp.arrays(np.float64, 40, elements=st.floats(-1, 1, allow_subnormal=False)),
        st.floats(0.0, 1.0), st.floats(1e-3, 10), st.integers(1, 40), st.integers(1, 40))
 def test_shape_update_spends_the_radius_on_at_most_s_coordinates_of_the_expected_top_k(mal, agg, w, radius, k, s):
     u, keep = shape_update(mal, agg, w, radius, k, s)
