@@ -365,7 +365,7 @@ class Node:
 
     # ---- handshake -------------------------------------------------------------------------------------------
     async def _handshake(self, resume: bool = False) -> None:
-        self._post(self.protocol.hellos())
+        self._post(self.protocol.hellos(time.monotonic()))
 
         def ready() -> bool:  # a resumed node does not wait for neighbours that are down
             return all(p.hello or (resume and not self._alive(j)) for j, p in self.peers.items())
@@ -513,7 +513,7 @@ class Node:
         self.protocol.finishing(time.monotonic())
         await self._wait(lambda: not self.protocol.waiting_for(self.rounds), self.round_timeout)
         await self._checkpoint(True)
-        self._post(self.protocol.done_messages())
+        self._post(self.protocol.done_messages(time.monotonic()))
         await self._wait(lambda: all(p.done or not self._alive(j) for j, p in self.peers.items()),
                          self.round_timeout)
 

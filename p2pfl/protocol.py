@@ -92,6 +92,8 @@ class Peer:
     serving: bool = False  # a snapshot to j is in flight
     resend: bool = False  # a send to j failed: push a snapshot once the link is up
     hello_replied_at: float = float("-inf")
+    hello_sent_at: float = float("-inf")  # our hello (repeated until j answers)
+    done_sent_at: float = float("-inf")  # our done (repeated until j's done arrives)
 
 
 def _depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -212,6 +214,7 @@ class GossipProtocol:
         self.peers: dict[int, Peer] = {j: Peer(copy=x0.copy()) for j in self.neighbours}
         self.round = 0
         self.wait_since: float | None = None  # when the current round's wait began
+        self.finished = False  # this node said done: it answers a neighbour's done with its own
         self.rejected: dict[str, int] = {}
         self._rejections: list[Rejection] = []
         self.max_events = 1024  # rejections kept for the driver between two drains
@@ -424,8 +427,13 @@ class GossipProtocol:
                     info[key] = text
         return info
 
-    def hellos(self) -> list[wire.Message]:
-        return [self.message("hello", j, round=self.round, info=self.hello_info()) for j in self.neighbours]
+    def hellos(self, now: float = 0.0) -> list[wire.Message]:
+        """Hellos to every neighbour; repeated by :meth:`tick` until each one answers."""
+        out = []
+        for j in self.neighbours:
+            self.peers[j].hello_sent_at = now
+            out.append(self.message("hello", j, round=self.round, info=self.hello_info()))
+        return out
 
     def _accept(self, peer: Peer, msg: wire.Message, now: float) -> None:
         peer.last_seq = msg.seq
@@ -463,6 +471,9 @@ class GossipProtocol:
             out.append(self.snapshot(j))
         elif msg.kind == "done":
             peer.done = True
+            if self.finished and now - peer.done_sent_at >= self.gap_grace:  # its copy of ours may be lost
+                peer.done_sent_at = now
+                out.append(self.message("done", j, round=self.round))
         elif msg.kind == "hello":
             out.extend(self._hello(peer, msg, now))
         return out
@@ -563,6 +574,13 @@ class GossipProtocol:
             if peer.resend and not peer.serving and peer.down_since is None:
                 peer.resend = False
                 out.append(self.snapshot(j))
+            link_up = peer.down_since is None
+            if not peer.hello and link_up and now - peer.hello_sent_at >= self.gap_grace:
+                peer.hello_sent_at = now  # a lost hello (or a neighbour that started late)
+                out.append(self.message("hello", j, round=self.round, info=self.hello_info()))
+            if self.finished and not peer.done and link_up and now - peer.done_sent_at >= self.gap_grace:
+                peer.done_sent_at = now
+                out.append(self.message("done", j, round=self.round))
             if peer.round >= self.round or self.round <= 0:
                 continue
             if peer.gap_since is None and self.wait_since is not None and now - self.wait_since >= self.gap_grace:
@@ -586,8 +604,15 @@ class GossipProtocol:
             if peer.round < self.round and peer.gap_since is None:
                 peer.gap_since = now - self.gap_grace  # ask at once
 
-    def done_messages(self) -> list[wire.Message]:
-        return [self.message("done", j, round=self.round) for j in self.neighbours if self.alive(j)]
+    def done_messages(self, now: float = 0.0) -> list[wire.Message]:
+        """``done`` to every live neighbour; repeated by :meth:`tick` until theirs arrives."""
+        self.finished = True
+        out = []
+        for j in self.neighbours:
+            if self.alive(j):
+                self.peers[j].done_sent_at = now
+                out.append(self.message("done", j, round=self.round))
+        return out
 
     def fast_forward(self, start_round: int, rounds: int, resume: bool, now: float) -> tuple[int, list[wire.Message]]:
         """After the handshake: the round to start at, and snapshot requests when resuming.

@@ -31,6 +31,13 @@ def make(node: int, neighbours, *, seq: int = 0, **kw) -> GossipProtocol:
                           gap_grace=GRACE, config_digest=EXP, seq=seq, **kw)
 
 
+def greeted(*protocols: GossipProtocol) -> None:
+    """As after the handshake: every neighbour has said hello (so ticks repeat no hello)."""
+    for p in protocols:
+        for peer in p.peers.values():
+            peer.hello = True
+
+
 def model(node: int, t: int) -> np.ndarray:
     return np.random.default_rng([node, t]).standard_normal(D).astype(np.float32)
 
@@ -54,6 +61,7 @@ def test_a_delta_moves_the_copy_to_the_senders_public_copy():
 def test_a_silent_neighbour_is_asked_for_a_snapshot_after_the_grace_and_answered():
     # Arrange: b waits for a's round-1 delta, which is lost.
     a, b = make(0, [1]), make(1, [0])
+    greeted(a, b)
     for p in (a, b):
         p.begin_round(1, 0.0)
     a.announce(1, model(0, 1))  # lost
@@ -72,6 +80,7 @@ def test_a_silent_neighbour_is_asked_for_a_snapshot_after_the_grace_and_answered
 
 def test_a_slow_neighbour_is_asked_but_sends_nothing_while_its_copy_is_current():
     a, b = make(0, [1]), make(1, [0])
+    greeted(a, b)
     b.begin_round(1, 0.0)
     b.announce(1, model(1, 1))
     b.wait_since = 0.0
@@ -82,6 +91,7 @@ def test_a_slow_neighbour_is_asked_but_sends_nothing_while_its_copy_is_current()
 
 def test_a_failed_send_is_repaired_by_a_snapshot_when_the_link_is_up():
     a, b = make(0, [1]), make(1, [0])
+    greeted(a, b)
     for p in (a, b):
         p.begin_round(1, 0.0)
     (delta,) = a.announce(1, model(0, 1))
@@ -255,7 +265,7 @@ class Net:
             new.peers[j].copy, new.peers[j].round, new.peers[j].last_seq = copy.copy(), rnd, last_seq
         self.nodes[i] = new
         self.restarts += 1
-        self.send(new.hellos())
+        self.send(new.hellos(self.now))
 
     def run_round(self, t: int, limit: float) -> float:
         start = self.now
@@ -275,6 +285,14 @@ class Net:
             assert self.now - start < limit, f"round {t} waits on a message that will never come"
         return self.now - start
 
+    def handshake(self, limit: float) -> None:
+        start = self.now
+        for p in self.nodes.values():
+            self.send(p.hellos(self.now))
+        while not all(q.hello for p in self.nodes.values() for q in p.peers.values()):
+            self.step()
+            assert self.now - start < limit, "a lost hello was never repeated"
+
     def finish(self, limit: float) -> None:
         start = self.now
         for p in self.nodes.values():
@@ -282,6 +300,11 @@ class Net:
         while any(p.waiting_for(self.rounds) for p in self.nodes.values()) or self.queue:
             self.step()
             assert self.now - start < limit
+        for p in self.nodes.values():
+            self.send(p.done_messages(self.now))
+        while not all(q.done for p in self.nodes.values() for q in p.peers.values()):
+            self.step()
+            assert self.now - start < limit, "a lost done was never repeated"
 
     def assert_copies_identical(self) -> None:
         for i, p in self.nodes.items():
@@ -296,9 +319,25 @@ def _graph(n: int, extra: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return sorted({tuple(sorted(e)) for e in ring + extra if e[0] != e[1]})
 
 
+def test_lost_hellos_and_dones_are_repeated():
+    a, b = make(0, [1]), make(1, [0])
+    a.hellos(0.0), b.hellos(0.0)  # both lost
+    (again,) = a.tick(1.0, {1: None})
+    (reply,) = b.receive(roundtrip(again), None, 1.1)
+    a.receive(roundtrip(reply), None, 1.2)
+    assert a.peers[1].hello and b.peers[0].hello
+    a.done_messages(2.0), b.done_messages(2.0)  # both lost
+    assert a.tick(2.5, {1: None}) == []
+    (done,) = a.tick(3.1, {1: None})
+    (answer,) = b.receive(roundtrip(done), None, 3.2)  # b answers with its own done
+    a.receive(roundtrip(answer), None, 3.3)
+    assert a.peers[1].done and b.peers[0].done
+
+
 def test_every_round_one_delta_lost_completes_within_three_grace_periods():
     # The 3-ring with every i -> i+1 round-1 delta dropped.
     net = Net(edges=_graph(3, []), rounds=2)
+    net.handshake(limit=3 * GRACE)
     sent = net.send
 
     def drop_forward(msgs):
@@ -324,6 +363,7 @@ def test_random_faults_never_stall_a_round_and_copies_end_bit_identical(n, extra
     edges = _graph(n, [(a % n, b % n) for a, b in extra])
     net = Net(edges=edges, rounds=4, loss=loss, dup=dup, reorder=reorder, replay=replay, restart=restart,
               seed=seed)
+    net.handshake(limit=60 * GRACE)
     for t in range(1, net.rounds + 1):
         net.run_round(t, limit=60 * GRACE)
     net.finish(limit=60 * GRACE)
