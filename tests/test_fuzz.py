@@ -189,6 +189,10 @@ def forged_by_node_2(start_seq: int, repeat: int) -> list[tuple[str, list[bytes]
         ("hello-other-experiment", lambda: message("hello", src=2, seq=next(seq), exp="other-exp"), "handshake"),
         ("hello-other-x0", lambda: message("hello", src=2, seq=next(seq),
                                            info={"config": EXP, "x0": bad_sum, "reply": True}), "handshake"),
+        *[(f"hello-settings-{name}", lambda text=text: message("hello", src=2, seq=next(seq), info={
+            "config": "other", "x0": x0, "reply": True, "settings": text}), "handshake")
+          for name, text in (("list", "[]"), ("number", "1"), ("null", "null"), ("deep", "[" * 1700 + "]" * 1700),
+                             ("deep-map", '{"a":' * 600 + "1" + "}" * 600), ("not-json", "{"))],
     ]
     out = []
     for _ in range(repeat):

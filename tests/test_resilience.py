@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 import pytest
+import zmq
 
 from p2pfl.behaviour import Honest
 from p2pfl.faults import FaultyTransport, LinkFaults
@@ -190,3 +191,22 @@ async def test_nodes_with_different_data_refuse_each_other_naming_the_difference
         assert n.rejected.get("handshake", 0) >= 1
         assert "data differs" in n.peers[1].refused and "training examples" in n.peers[1].refused
     assert any("data differs" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_message_of_many_frames_is_a_named_rejection_at_a_live_node(make_config, zmq_ctx):
+    # Arrange: 3-ring; an outsider sends node 0 a message of 1,000 small frames.
+    cfg = make_config(topology="ring", nodes=3, rounds=1, **{"train.epochs": 0})
+    plan = Plan.build(cfg)
+
+    def configure(node: Node) -> None:
+        if node.id == 0:
+            push = zmq_ctx.socket(zmq.PUSH)
+            push.connect(node.transport.address)
+            push.send_multipart([b"x" * 100] * 1000)
+
+    nodes: list[Node] = []
+    # Act
+    await run_inprocess_async(plan, configure=configure, keep_nodes=nodes)
+    # Assert: counted as "frames" (not "malformed", not "internal"); the run completed.
+    assert nodes[0].rejected == {"frames": 1}
+    assert [r["round"] for r in nodes[0].history] == [1]
