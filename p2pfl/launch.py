@@ -473,10 +473,13 @@ async def run_node_async(
     main = asyncio.current_task()
     stopped: list[int] = []
 
+    signalled_at: list[float] = []
+
     def on_signal(signum: int) -> None:
         if not stopped and main is not None:
             log.warning("node %d: %s received; stopping (the last round's checkpoint stays)",
                         node_id, signal.Signals(signum).name)
+            signalled_at.append(time.monotonic())
             main.cancel()
         stopped.append(signum)
 
@@ -524,7 +527,7 @@ async def run_node_async(
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
-        await transport.aclose()
+        await transport.aclose(linger_ms=0 if stopped else None)  # Ctrl-C: neighbours repair what is lost
         if auth is not None:
             auth.stop()
         # Off the loop: both can block (a training thread finishing its batch, linger).
@@ -532,6 +535,8 @@ async def run_node_async(
         await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         if writer is not None:
             writer.close()
+        if signalled_at:
+            log.info("node %d: stopped %.2f s after the signal", node_id, time.monotonic() - signalled_at[0])
 
 
 def run_processes(

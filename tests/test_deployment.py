@@ -481,3 +481,32 @@ def test_ctrl_c_stops_a_node_cleanly_and_it_resumes(tmp_path, cluster_factory):
     rounds = [r["round"] for r in cluster.records(1)]
     assert rounds == sorted(set(rounds)) and rounds[0] == 1 and rounds[-1] == 4  # resumed, nothing repeated
     assert cluster.records(0)[-1]["round"] == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_long_local_epoch_stops_within_seconds_and_resumes(tmp_path, cluster_factory):
+    # Arrange: a 2-node line whose rounds are long local trainings (several seconds each).
+    cfg = process_config(topology="line", nodes=2, rounds=2,
+                         **{"train.epochs": 150, "net.round_timeout": 240.0})
+    addresses = {i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(free_tcp_ports(2))}
+    dep = write_deployment(tmp_path / "cluster.toml", cfg, addresses)
+    cluster = cluster_factory(dep, 2)
+    cluster.start(0)
+    cluster.start(1)
+    # Act: Ctrl-C node 1 right after round 1, i.e. inside round 2's training.
+    cluster.wait_until(lambda: cluster.last_round(1) >= 1, 240, "node 1 to finish round 1")
+    time.sleep(0.5)
+    started = time.monotonic()
+    cluster.procs[1].send_signal(signal.SIGINT)
+    code = cluster.procs[1].wait(timeout=60)
+    stopped_after = time.monotonic() - started
+    del cluster.procs[1]
+    cluster.start(1)
+    cluster.wait_all(timeout=300)
+    # Assert: it stopped at its next batch, not at the end of the epochs (the bound is loose:
+    # the machine is shared; the closing note gives the measured figure), then resumed.
+    print(f"node 1 stopped {stopped_after:.2f} s after SIGINT")
+    assert code == 130
+    assert stopped_after < 5.0  # measured: 0.17 s at a load average of 7 on 2 cores
+    assert [r["round"] for r in cluster.records(1)] == [1, 2]
+    assert cluster.records(0)[-1]["round"] == 2
