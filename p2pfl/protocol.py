@@ -58,6 +58,10 @@ MAX_SETTINGS_TEXT = 3500  # the codec caps strings at 4096 bytes
 MAX_JSON_DEPTH = 8  # hello payloads are flat maps; anything deeper is refused before parsing
 
 
+class _Late(Exception):
+    """A requested snapshot that arrives after a delta brought the copy to the same round."""
+
+
 @dataclass(frozen=True)
 class Rejection:
     """A message that was refused: who claimed to send it (if known), why, and a detail."""
@@ -337,6 +341,8 @@ class GossipProtocol:
         try:
             peer = self._check(msg, user_id)
             return self._handle(peer, msg, now)
+        except _Late:
+            return []
         except ProtocolError as exc:
             src = msg.src if (not authenticated or user_id == str(msg.src)) else None
             if authenticated and src is None and user_id and user_id.isdigit():
@@ -372,6 +378,9 @@ class GossipProtocol:
             if msg.round > self.round + self.window:
                 raise ProtocolError("future", f"snapshot round {msg.round} while at {self.round}")
             if msg.round <= peer.round and peer.round >= 0:
+                if peer.asked and msg.round == peer.round:
+                    peer.asked = False
+                    raise _Late()  # the answer to a request that the delta overtook: not an error
                 raise ProtocolError("stale", f"snapshot of round {msg.round}, copy already at {peer.round}")
             # Only a snapshot asked for, or one that repairs a copy this node waits for (a
             # neighbour whose send failed pushes one), is taken; never one from the future.
@@ -460,7 +469,6 @@ class GossipProtocol:
         elif msg.kind == "snapshot_req":
             # Stateless and idempotent: it never moves the sequence window (a forged one with a
             # huge number must not lock the real neighbour out); bounded by one in flight.
-            peer.last_seen = max(peer.last_seen, now) if peer.hello else peer.last_seen
             have_round, have_sum = msg.info.get("have_round"), msg.info.get("have_sum")
             pub = self.announced_to(j)
             if have_round == self.pub_round and isinstance(have_sum, bytes) and have_sum == wire.checksum(pub):
