@@ -484,6 +484,9 @@ class Node:
                      "merge": round(t_merge - t_wait, 4), "eval": round(t_eval - t_merge, 4),
                      "round": round(t_eval - t0, 4)},
         }
+        faults = getattr(self.transport, "fault_counts", None)
+        if faults:  # injected network faults on this node's outgoing links, so far
+            record["faults"] = {k: v for k, v in faults.items() if v}
         if filter_stats:
             record["filter"] = filter_stats
         if crafted.info:
