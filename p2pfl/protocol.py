@@ -56,6 +56,7 @@ from .errors import ProtocolError
 
 MAX_SETTINGS_TEXT = 3500  # the codec caps strings at 4096 bytes
 MAX_JSON_DEPTH = 8  # hello payloads are flat maps; anything deeper is refused before parsing
+DONE_ASKS = 5  # unanswered dones after which a silent neighbour is taken to have finished
 
 
 class _Late(Exception):
@@ -98,6 +99,7 @@ class Peer:
     hello_replied_at: float = float("-inf")
     hello_sent_at: float = float("-inf")  # our hello (repeated until j answers)
     done_sent_at: float = float("-inf")  # our done (repeated until j's done arrives)
+    done_asks: int = 0  # dones sent since j last said anything
 
 
 def _depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -447,6 +449,7 @@ class GossipProtocol:
     def _accept(self, peer: Peer, msg: wire.Message, now: float) -> None:
         peer.last_seq = msg.seq
         peer.last_seen = now
+        peer.done_asks = 0
 
     def _handle(self, peer: Peer, msg: wire.Message, now: float) -> list[wire.Message]:
         j = msg.src
@@ -457,6 +460,7 @@ class GossipProtocol:
                 del peer.pending[min(peer.pending)]
                 self.reject(j, "overflow", "too many unapplied deltas")
             peer.last_seen = now
+            peer.done_asks = 0
             self._advance(j, now)
         elif msg.kind == "snapshot":
             peer.copy = np.array(msg.tensors["model"], dtype=np.float32)  # own the memory
@@ -478,10 +482,14 @@ class GossipProtocol:
                 return []
             out.append(self.snapshot(j))
         elif msg.kind == "done":
+            peer.done_asks = 0
+            if msg.info.get("finished") is False:  # "still running": it answers our done, not done itself
+                return out
             peer.done = True
-            if self.finished and now - peer.done_sent_at >= self.gap_grace:  # its copy of ours may be lost
-                peer.done_sent_at = now
-                out.append(self.message("done", j, round=self.round))
+            if now - peer.done_sent_at >= self.gap_grace:  # j repeats its done: ours may be lost, or
+                peer.done_sent_at = now                   # we are still running; say which
+                info = {} if self.finished else {"finished": False}
+                out.append(self.message("done", j, round=self.round, info=info))
         elif msg.kind == "hello":
             out.extend(self._hello(peer, msg, now))
         return out
@@ -587,7 +595,14 @@ class GossipProtocol:
                 peer.hello_sent_at = now  # a lost hello (or a neighbour that started late)
                 out.append(self.message("hello", j, round=self.round, info=self.hello_info()))
             if self.finished and not peer.done and link_up and now - peer.done_sent_at >= self.gap_grace:
+                if peer.done_asks >= DONE_ASKS:
+                    # j answered none of our dones and said nothing else: it finished and left (its
+                    # done was lost) while its socket still accepts. A neighbour still running
+                    # answers a done with "not finished", so it is never taken for done.
+                    peer.done = True
+                    continue
                 peer.done_sent_at = now
+                peer.done_asks += 1
                 out.append(self.message("done", j, round=self.round))
             if peer.round >= self.round or self.round <= 0:
                 continue

@@ -379,3 +379,31 @@ def test_restarted_nodes_that_lost_an_announcement_are_resynced():
     net.finish(limit=60 * GRACE)
     assert net.restarts >= 2
     net.assert_copies_identical()
+
+
+def test_a_neighbour_that_left_after_its_done_was_lost_is_not_waited_for_forever():
+    a, b = make(0, [1]), make(1, [0])
+    greeted(a, b)
+    b.done_messages(0.0)  # lost; b has everything it needs and leaves (nobody reads its socket)
+    a.done_messages(0.0)
+    sent = []
+    now = 0.0
+    while not a.peers[1].done:
+        now += 0.25
+        sent += a.tick(now, {1: None})
+        assert now < 10 * GRACE
+    assert 3 <= len(sent) <= 6 and all(m.kind == "done" for m in sent)
+
+
+def test_a_neighbour_still_running_answers_a_done_and_is_waited_for():
+    a, b = make(0, [1]), make(1, [0])
+    greeted(a, b)
+    a.done_messages(0.0)
+    now = 0.0
+    for _ in range(40):  # 10 s: b is a straggler, still training its last round
+        now += 0.25
+        for m in a.tick(now, {1: None}):
+            for answer in b.receive(roundtrip(m), None, now):
+                assert answer.kind == "done" and answer.info == {"finished": False}
+                a.receive(roundtrip(answer), None, now)
+    assert not a.peers[1].done
