@@ -180,7 +180,15 @@ def make_node(
         max_message_bytes=plan.max_message_bytes(),
         data_identity=plan.data_identity,
         data_difference=identity_difference,
+        mode=cfg.mode,
+        speed=cfg.speed_of(node_id),
+        churn=_churn_ticks(cfg, node_id),
     )
+
+
+def _churn_ticks(cfg: RunConfig, node_id: int) -> tuple[int, int] | None:
+    entry = cfg.churn_of(node_id)
+    return (entry.leave, entry.rejoin) if entry is not None else None
 
 
 def attack_metrics(trainer: Any, x: np.ndarray, success: Any) -> dict[str, float]:

@@ -1,0 +1,230 @@
+"""Asynchronous mode (DESIGN.md section 8) on real in-process nodes over loopback sockets.
+
+Training is off in most tests (models only mix) and ``net.tick_period`` paces the ticks,
+so every test takes seconds. No assertion depends on timings beyond orderings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from p2pfl import wire
+from p2pfl.behaviour import Crafted, Honest, NodeView
+from p2pfl.cli import build_config
+from p2pfl.config import RunConfig
+from p2pfl.errors import ConfigError
+from p2pfl.launch import run_inprocess_async
+from p2pfl.node import Node
+from p2pfl.plan import Plan
+
+
+class Recording:
+    """Honest behaviour that remembers x at the start of every tick."""
+
+    name = "benign"
+
+    def __init__(self) -> None:
+        self.x: dict[int, np.ndarray] = {}
+
+    def craft(self, view: NodeView) -> Crafted:
+        self.x[view.round] = view.x.copy()
+        return Honest().craft(view)
+
+
+def spread(models) -> float:
+    models = list(models)
+    return max(float(np.linalg.norm(a - b)) for a in models for b in models)
+
+
+def different_starts(plan: Plan, n: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {i: plan.x0 + rng.standard_normal(plan.dim).astype(np.float32) for i in range(n)}
+
+
+def async_config(make_config, **changes):
+    base = {"mode": "async", "train.epochs": 0, "net.tick_period": 0.1, "net.round_timeout": 20.0}
+    base.update(changes)
+    return make_config(**base)
+
+
+def assert_copies_exact(nodes: list[Node]) -> None:
+    by_id = {n.id: n for n in nodes}
+    for node in nodes:
+        for j, peer in node.peers.items():
+            assert wire.checksum(peer.copy) == wire.checksum(by_id[j].announced_to(node.id)), (node.id, j)
+            assert peer.round == by_id[j].protocol.announced_round(node.id), (node.id, j)
+
+
+# ---- configuration --------------------------------------------------------------------------------
+def test_mode_and_churn_are_validated_and_default_configs_keep_their_digest():
+    with pytest.raises(ConfigError) as err:
+        RunConfig(mode="lockstep")
+    assert err.value.args and "mode" in str(err.value)
+    with pytest.raises(ConfigError, match="churn"):
+        RunConfig(churn=({"nodes": [1], "leave": 2, "rejoin": 4},))  # sync mode: no churn
+    with pytest.raises(ConfigError, match="churn.rejoin"):
+        RunConfig(mode="async", churn=({"nodes": [1], "leave": 4, "rejoin": 2},))
+    with pytest.raises(ConfigError, match="speed"):
+        RunConfig(speed=0.0)
+    # New settings at their defaults do not enter the mapping: old runs keep their digest.
+    assert "mode" not in RunConfig().to_mapping() and "fanout" not in RunConfig().to_mapping()["net"]
+    cfg = build_config(None, {"mode": "async", "fanout": 1}, ("speed=0.5", "net.staleness=0.5"))
+    assert (cfg.mode, cfg.net.fanout, cfg.speed, cfg.net.staleness) == ("async", 1, 0.5, 0.5)
+    assert cfg.digest() != RunConfig().digest()
+    role = cfg.replace(roles=({"nodes": [2], "speed": 0.2},))
+    assert role.speed_of(2) == 0.2 and role.speed_of(1) == 0.5
+    assert RunConfig.from_mapping(role.to_mapping()) == role
+
+
+# ---- consensus ------------------------------------------------------------------------------------
+async def test_async_complete_graph_reaches_consensus(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=6)
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 4)
+    rec: dict[int, Recording] = {}
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        rec[node.id] = node.behaviour = Recording()
+
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    first = spread(init.values())
+    last = spread(result.final_models.values())
+    assert last < 0.1 * first, (first, last)
+    # every node ran every tick, records carry wall time and tick
+    for n in nodes:
+        assert [r["tick"] for r in n.history] == list(range(1, 7))
+        walls = [r["wall"] for r in n.history]
+        assert walls == sorted(walls)
+    assert_copies_exact(nodes)
+
+
+async def test_fanout_one_push_gossip_shrinks_the_spread(make_config):
+    cfg = async_config(make_config, topology="full", nodes=8, rounds=10, **{"net.fanout": 1})
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 8)
+    rec: dict[int, Recording] = {}
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        rec[node.id] = node.behaviour = Recording()
+
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    spreads = [spread(rec[i].x[t] for i in range(8)) for t in (1, 4, 7, 10)]
+    spreads.append(spread(result.final_models.values()))
+    assert all(b < a for a, b in zip(spreads, spreads[1:], strict=False)), spreads
+    for n in nodes:  # one neighbour per tick, chosen per node
+        assert all(len(r["announced_to"]) == 1 for r in n.history)
+        assert len({r["announced_to"][0] for r in n.history}) > 1
+    # per-neighbour public copies stay bit-identical with the sender's (deltas and checksums exact)
+    assert_copies_exact(nodes)
+    assert all(n.rejected.get("checksum", 0) == 0 for n in nodes)
+
+
+# ---- an adversary announcing 10x as often ---------------------------------------------------------
+class Noisy:
+    """Announces a fresh random model every tick (training off)."""
+
+    name = "noisy"
+
+    def craft(self, view: NodeView) -> Crafted:
+        rng = np.random.default_rng(view.round)
+        z = view.x + rng.standard_normal(view.x.shape[0]).astype(np.float32)
+        return Crafted(own=z, announce=z)
+
+
+async def test_a_fast_announcer_gets_no_more_merge_weight(make_config):
+    # Node 3 ticks ten times as often as the others (speed 1 vs 0.1) and runs ten times as
+    # many ticks; on the complete graph of 4 every W_ij is 1/4.
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=4, speed=0.1,
+                       **{"net.tick_period": 0.04}).replace(roles=({"nodes": [3], "speed": 1.0},))
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        if node.id == 3:
+            node.behaviour = Noisy()
+            node.rounds = 40
+
+    await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
+    by_id = {n.id: n for n in nodes}
+    assert len(by_id[3].history) == 40
+    for i in (0, 1, 2):
+        seen_fast = 0
+        for r in by_id[i].history:
+            w = r["weights"]
+            if "3" in w:
+                benign = [w[str(j)] for j in (0, 1, 2) if str(j) in w]
+                assert all(w["3"] <= b + 1e-12 for b in benign), w
+                assert w["3"] == pytest.approx(0.25)
+                seen_fast = max(seen_fast, r["peer_rounds"]["3"])
+        # it did announce far more often than the benign nodes (its copy's tick is far ahead)
+        assert seen_fast > 2 * len(by_id[i].history)
+
+
+async def test_staleness_discounts_old_copies(make_config):
+    cfg = async_config(make_config, topology="full", nodes=3, rounds=4, **{"net.staleness": 1.0})
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        if node.id == 2:
+            node.rounds = 1  # announces once, then only waits: its copy ages at the others
+
+    await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
+    node0 = next(n for n in nodes if n.id == 0)
+    last = node0.history[-1]
+    age = last["ages"]["2"]
+    assert age >= 1
+    assert last["weights"]["2"] == pytest.approx(node0.weights[2] / (1 + age), rel=1e-5)
+
+
+# ---- a straggler ----------------------------------------------------------------------------------
+async def test_a_straggler_does_not_hold_the_others_back(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=5).replace(
+        roles=({"nodes": [0], "speed": 0.2},))
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+    await run_inprocess_async(plan, keep_nodes=nodes)
+    last = {n.id: n.history[-1]["wall"] for n in nodes}
+    assert all(last[i] < last[0] for i in (1, 2, 3)), last
+    # the fast nodes were done with all their ticks before the slow one reached its third
+    slow_third = nodes[0].history[2]["wall"]
+    assert all(last[i] < slow_third for i in (1, 2, 3)), (last, slow_third)
+
+
+# ---- churn ----------------------------------------------------------------------------------------
+async def test_churn_nodes_leave_and_rejoin(make_config):
+    cfg = async_config(make_config, topology="ring", nodes=6, rounds=6).replace(
+        churn=({"nodes": [1, 4], "leave": 2, "rejoin": 4},))
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 6)
+    nodes: list[Node] = []
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes)
+    by_id = {n.id: n for n in nodes}
+    for i in (1, 4):
+        assert [r["tick"] for r in by_id[i].history] == [1, 4, 5, 6]
+        assert by_id[i].left_at is not None
+    for i in (0, 2, 3, 5):
+        assert [r["tick"] for r in by_id[i].history] == list(range(1, 7))
+    # nobody waited for the departed: the others ticked while they were away
+    away_from = max(by_id[i].left_at for i in (1, 4))
+    back_at = min(by_id[i].history[1]["wall"] for i in (1, 4))
+    assert any(away_from < r["wall"] < back_at for i in (0, 2, 3, 5) for r in by_id[i].history)
+    # and every node finished because all neighbours said done (not because a timeout passed)
+    assert all(n.finish_complete for n in nodes)
+    assert spread(result.final_models.values()) < spread(init.values())
+
+
+async def test_a_node_that_leaves_for_good_is_skipped_by_liveness(make_config):
+    cfg = async_config(make_config, topology="ring", nodes=4, rounds=4,
+                       **{"net.dead_after": 0.5, "net.gap_grace": 0.2}).replace(
+        churn=({"nodes": [2], "leave": 2, "rejoin": 0},))
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+    await run_inprocess_async(plan, keep_nodes=nodes)
+    by_id = {n.id: n for n in nodes}
+    assert [r["tick"] for r in by_id[2].history] == [1]
+    for i in (1, 3):  # its neighbours finished because liveness marked it down, not by timeout
+        assert by_id[i].finish_complete and by_id[i].peers[2].down
