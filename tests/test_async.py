@@ -228,3 +228,71 @@ async def test_a_node_that_leaves_for_good_is_skipped_by_liveness(make_config):
     assert [r["tick"] for r in by_id[2].history] == [1]
     for i in (1, 3):  # its neighbours finished because liveness marked it down, not by timeout
         assert by_id[i].finish_complete and by_id[i].peers[2].down
+
+
+# ---- the sans-IO protocol in async mode ---------------------------------------------------------------
+D = 16
+
+
+def proto(node: int, neighbours, **kw):
+    from p2pfl.protocol import GossipProtocol
+
+    p = GossipProtocol(node_id=node, exp_id="exp", x0=np.zeros(D, np.float32), neighbours=neighbours,
+                       gap_grace=1.0, config_digest="exp", window=2, **kw)
+    for peer in p.peers.values():
+        peer.hello = True
+    return p
+
+
+def vec(node: int, t: int) -> np.ndarray:
+    return np.random.default_rng([node, t]).standard_normal(D).astype(np.float32)
+
+
+def rt(msg: wire.Message) -> wire.Message:
+    return wire.decode([bytes(f) for f in wire.encode(msg)], dim=D)
+
+
+def test_async_protocol_accepts_a_neighbour_far_ahead_and_never_asks_a_slow_one():
+    a, b = proto(0, [1], asynchronous=True), proto(1, [0], asynchronous=True)
+    b.begin_round(1, 0.0)  # b is slow: still at its tick 1
+    for t in range(1, 21):  # a announces 20 ticks (window is 2)
+        (msg,) = a.announce(t, vec(0, t))
+        b.receive(rt(msg), None, 0.01 * t)
+    assert b.rejected == {}
+    assert b.peers[0].round == 20 and np.array_equal(b.peers[0].copy, a.announced_to(1))
+    # b heard nothing from a for a long time: a slow neighbour is not a gap in async mode
+    c = proto(1, [0], asynchronous=True)
+    c.begin_round(5, 0.0)
+    assert c.tick(100.0) == []
+    # the same in sync mode rejects the far delta as "future"
+    s = proto(1, [0])
+    s.begin_round(1, 0.0)
+    a3 = proto(0, [1])
+    for t in range(1, 6):
+        (msg,) = a3.announce(t, vec(0, t))
+        s.receive(rt(msg), None, 0.0)
+    assert s.rejected.get("future", 0) >= 1
+
+
+def test_async_fanout_keeps_per_neighbour_copies_exact_and_repairs_gaps():
+    a = proto(0, [1, 2], asynchronous=True)
+    b, c = proto(1, [0], asynchronous=True), proto(2, [0], asynchronous=True)
+    peers = {1: b, 2: c}
+    lost = None
+    for t, targets in enumerate([[1], [2], [1], [1], [2], [1, 2]], start=1):
+        for msg in a.announce(t, vec(0, t), targets):
+            if t == 3:  # a's tick-3 delta to b is lost: b's chain breaks
+                lost = msg
+                continue
+            peers[msg.dst].receive(rt(msg), None, float(t))
+    assert lost is not None
+    assert a.announced_round(1) == 6 and a.announced_round(2) == 6
+    assert np.array_equal(c.peers[0].copy, a.announced_to(2)) and c.peers[0].round == 6
+    # b holds deltas it cannot apply: a gap, repaired by a snapshot request after the grace
+    assert b.peers[0].round == 1 and b.peers[0].gap_since is not None
+    assert b.tick(b.peers[0].gap_since + 0.5) == []
+    (req,) = b.tick(b.peers[0].gap_since + 1.1)
+    (snap,) = a.receive(rt(req), None, 10.0)
+    b.receive(rt(snap), None, 10.1)
+    assert b.peers[0].round == 6 and np.array_equal(b.peers[0].copy, a.announced_to(1))
+    assert b.rejected.get("checksum", 0) == 0
