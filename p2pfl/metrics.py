@@ -1,7 +1,8 @@
 """Per-round records of every node, and the run summary built from them.
 
-A record is one JSON object per node per round (``metrics.jsonl``): ``round``, ``node``,
-``role``, the node's evaluation (``accuracy``, ``loss``, attack metrics when an auxiliary
+A record is one JSON object per node per round (``metrics.jsonl``): ``round``, ``tick``
+(the same number; in async mode the node's own tick), ``wall`` (seconds since the node
+started the run), ``node``, ``role``, the node's evaluation (``accuracy``, ``loss``, attack metrics when an auxiliary
 set exists), what it heard, what it rejected, timings and filter statistics.
 ``summary.json`` aggregates benign nodes per round and adds a ``final`` object.
 """
@@ -139,6 +140,10 @@ def summarize(
         row: dict[str, Any] = {"round": r, "nodes": len(recs), "benign": len(benign)}
         for key in AGGREGATED:
             row.update(_stats([x.get(key) for x in benign if key in x], key))
+        walls = [float(x["wall"]) for x in benign if isinstance(x.get("wall"), int | float)]
+        if walls:  # seconds since the nodes started: the wall-clock axis of the plots
+            row["wall_mean"] = round(sum(walls) / len(walls), 4)
+            row["wall_max"] = round(max(walls), 4)
         if any("attack_success" in x for x in benign):
             if hops:
                 row["attack_success_by_hops"] = _group_mean(benign, hops)

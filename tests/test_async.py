@@ -296,3 +296,28 @@ def test_async_fanout_keeps_per_neighbour_copies_exact_and_repairs_gaps():
     b.receive(rt(snap), None, 10.1)
     assert b.peers[0].round == 6 and np.array_equal(b.peers[0].copy, a.announced_to(1))
     assert b.rejected.get("checksum", 0) == 0
+
+
+# ---- wall-clock metrics and plots -----------------------------------------------------------------
+def test_async_run_writes_wall_time_metrics_and_plot(make_config, tmp_path):
+    from p2pfl.launch import run
+    from p2pfl.report import write_run_plots
+
+    cfg = make_config(topology="ring", nodes=4, rounds=2, mode="async", **{"net.round_timeout": 20.0})
+    result = run(cfg, out=tmp_path / "run")
+    assert all("wall" in r and r["tick"] == r["round"] for r in result.records)
+    rows = result.summary["rounds"]
+    assert [r["round"] for r in rows] == [1, 2] and all("wall_mean" in r for r in rows)
+    assert result.final["accuracy_mean"] > 0
+    names = {p.name for p in write_run_plots(tmp_path / "run")}
+    assert "wall.png" in names and (tmp_path / "run" / "plots" / "wall.png").stat().st_size > 10_000
+
+
+def test_a_sweep_over_mode_plots_both_against_wall_time(make_config, tmp_path):
+    from p2pfl.report import write_sweep_plots
+    from p2pfl.sweep import Sweep, run_sweep
+
+    base = make_config(topology="ring", nodes=3, rounds=2, **{"net.round_timeout": 20.0, "train.epochs": 1})
+    run_sweep(Sweep(base=base, axes={"mode": ["sync", "async"]}), tmp_path / "sw", plots=False)
+    names = sorted(p.name for p in write_sweep_plots(tmp_path / "sw"))
+    assert names == ["compare-mode.png", "wall-mode.png"]
