@@ -471,8 +471,11 @@ class Node:
     async def _round(self, t: int) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        crafted: Crafted = await self._in_executor(self.behaviour.craft, self._view(t))
-        await self._slow_down(time.perf_counter() - t0)
+        if self.speed < 1.0:
+            crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
+            await self._slow_down(worked)
+        else:
+            crafted = await self._in_executor(self.behaviour.craft, self._view(t))
         t_train = time.perf_counter()
         self._post(self.protocol.announce(t, crafted.announce))
         self.protocol.wait_since = time.monotonic()  # silence is measured from here
@@ -521,6 +524,12 @@ class Node:
         if self._on_record is not None:
             self._on_record(record)
 
+    def _timed_craft(self, view: NodeView) -> tuple[Crafted, float]:
+        """The behaviour's craft and the seconds it ran (in its thread, not queued for one)."""
+        start = time.perf_counter()
+        crafted = self.behaviour.craft(view)
+        return crafted, time.perf_counter() - start
+
     async def _slow_down(self, worked: float) -> None:
         """A node of speed s < 1 takes 1/s as long: it sleeps (1/s - 1) x the time it worked."""
         if self.speed < 1.0 and worked > 0:
@@ -547,9 +556,9 @@ class Node:
     async def _async_tick(self, t: int, rng: np.random.Generator) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        crafted: Crafted = await self._in_executor(self.behaviour.craft, self._view(t))
+        crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
         t_work = time.perf_counter()
-        await self._slow_down(t_work - t0)
+        await self._slow_down(worked)
         t_train = time.perf_counter()
         fanout = self.net.fanout
         targets = None

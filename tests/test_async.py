@@ -321,3 +321,51 @@ def test_a_sweep_over_mode_plots_both_against_wall_time(make_config, tmp_path):
     run_sweep(Sweep(base=base, axes={"mode": ["sync", "async"]}), tmp_path / "sw", plots=False)
     names = sorted(p.name for p in write_sweep_plots(tmp_path / "sw"))
     assert names == ["compare-mode.png", "wall-mode.png"]
+
+
+# ---- filters per merge ----------------------------------------------------------------------------
+class Loud:
+    """Announces its model plus a large random vector, as often as it can."""
+
+    name = "loud"
+
+    def craft(self, view: NodeView) -> Crafted:
+        rng = np.random.default_rng(view.round)
+        z = view.x + 50.0 * rng.standard_normal(view.x.shape[0]).astype(np.float32)
+        return Crafted(own=view.x.copy(), announce=z)
+
+
+async def test_topk_clip_bound_holds_per_async_merge(make_config):
+    tau, kappa = 0.5, 0.05
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=4, speed=0.25,
+                       **{"defence.name": "topk-clip", "defence.tau": tau, "defence.kappa": kappa,
+                          "net.tick_period": 0.04}).replace(roles=({"nodes": [3], "speed": 1.0},))
+    plan = Plan.build(cfg)
+    merges: list[tuple[int, object, object]] = []
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        if node.id == 3:
+            node.behaviour, node.filter, node.rounds = Loud(), None, 16
+            return
+        real = node.filter
+
+        def recording(props, ctx, real=real, i=node.id):
+            result = real(props, ctx)
+            merges.append((i, props, result))
+            return result
+
+        recording.name = real.name
+        node.filter = recording
+
+    await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
+    k = min(plan.dim, max(1, round(kappa * plan.dim)))
+    assert len(merges) == 3 * 4
+    loud_seen = 0
+    for _i, props, result in merges:
+        assert np.count_nonzero(result.update) <= k
+        for j, w in zip(props.ids, props.w, strict=True):
+            assert w == pytest.approx(0.25)  # W_ij, never more for announcing more often
+            assert result.norm_out[j] <= w * tau * (1 + 1e-5) + 1e-7, (j, result.norm_out[j])
+        loud_seen += 3 in props.ids
+    assert loud_seen > 0
