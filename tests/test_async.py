@@ -369,3 +369,15 @@ async def test_topk_clip_bound_holds_per_async_merge(make_config):
             assert result.norm_out[j] <= w * tau * (1 + 1e-5) + 1e-7, (j, result.norm_out[j])
         loud_seen += 3 in props.ids
     assert loud_seen > 0
+
+
+@pytest.mark.slow
+def test_async_with_one_process_per_node(make_config, tmp_path):
+    from p2pfl.launch import run
+
+    cfg = make_config(topology="ring", nodes=3, rounds=3, mode="async",
+                      **{"train.epochs": 0, "net.tick_period": 0.2, "net.fanout": 1}).replace(
+        roles=({"nodes": [1], "speed": 0.5},))
+    result = run(cfg, out=tmp_path / "procs", processes=True)
+    assert sorted((r["node"], r["tick"]) for r in result.records) == [(i, t) for i in range(3) for t in (1, 2, 3)]
+    assert all(len(r["announced_to"]) == 1 for r in result.records)
