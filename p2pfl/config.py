@@ -416,6 +416,7 @@ class RunConfig:
     mode: str = "sync"
     speed: float = 1.0  # compute speed of every node (a [[roles]] entry's speed wins); 1 = full speed
     churn: tuple[ChurnConfig, ...] = ()  # [[churn]] entries (async mode only)
+    time_budget: float = 0.0  # async: a node stops ticking after this many seconds (0 = run all `rounds` ticks)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -459,6 +460,9 @@ class RunConfig:
                               f"fewer adversaries than the {self.nodes} nodes (at least one benign)")
         _check_choice("mode", self.mode, MODES)
         _check_float("speed", self.speed, 0.0, 1.0, open_lo=True)
+        _check_float("time_budget", self.time_budget, 0.0)
+        if self.time_budget and self.mode != "async":
+            raise ConfigError("time_budget", self.time_budget, "0 unless mode = 'async' (sync rounds run them all)")
         if not isinstance(self.churn, list | tuple):
             raise ConfigError("churn", self.churn, "a list of [[churn]] tables (nodes, leave, rejoin)")
         churn = tuple(_churn(c) for c in self.churn)
@@ -597,7 +601,7 @@ class RunConfig:
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
-_NEW_DEFAULTS: dict[str, Any] = {"mode": "sync", "speed": 1.0, "churn": []}
+_NEW_DEFAULTS: dict[str, Any] = {"mode": "sync", "speed": 1.0, "churn": [], "time_budget": 0.0}
 _NEW_NET_DEFAULTS: dict[str, Any] = {"fanout": 0, "staleness": 0.0, "tick_period": 0.0}
 
 

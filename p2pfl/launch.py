@@ -183,6 +183,7 @@ def make_node(
         mode=cfg.mode,
         speed=cfg.speed_of(node_id),
         churn=_churn_ticks(cfg, node_id),
+        time_budget=cfg.time_budget,
     )
 
 

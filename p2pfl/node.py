@@ -152,6 +152,7 @@ class Node:
         mode: str = "sync",
         speed: float = 1.0,
         churn: tuple[int, int] | None = None,
+        time_budget: float = 0.0,
     ) -> None:
         net = net or NetConfig()
         self.net = net
@@ -180,6 +181,7 @@ class Node:
         self.speed = float(speed)
         #: (leave, rejoin) ticks of this node's churn entry (rejoin 0: never), async mode only
         self.churn = churn
+        self.time_budget = float(time_budget)  # async: stop ticking after this many seconds (0: never)
         self.away = False  # left (churn): drops whatever arrives
         self.left_at: float | None = None  # wall time it left (churn), for tests and logs
         self.finish_complete: bool | None = None  # async: every neighbour said done (or is down)
@@ -680,6 +682,9 @@ class Node:
                 await self._rejoin()
                 t = rejoin
                 continue
+            if self.time_budget and time.perf_counter() - self._t_start >= self.time_budget:
+                log.info("node %d: time budget of %.1fs spent after %d ticks", self.id, self.time_budget, t - 1)
+                break
             await self._async_tick(t, rng)
             t += 1
         return True

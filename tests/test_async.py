@@ -381,3 +381,15 @@ def test_async_with_one_process_per_node(make_config, tmp_path):
     result = run(cfg, out=tmp_path / "procs", processes=True)
     assert sorted((r["node"], r["tick"]) for r in result.records) == [(i, t) for i in range(3) for t in (1, 2, 3)]
     assert all(len(r["announced_to"]) == 1 for r in result.records)
+
+
+async def test_a_time_budget_ends_the_ticks(make_config):
+    cfg = async_config(make_config, topology="ring", nodes=3, rounds=100, time_budget=1.0,
+                       **{"net.tick_period": 0.2})
+    nodes: list[Node] = []
+    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    for n in nodes:
+        assert 1 <= len(n.history) < 100
+    assert all(n.finish_complete for n in nodes)
+    with pytest.raises(ConfigError, match="time_budget"):
+        RunConfig(time_budget=5.0)  # sync mode runs every round
