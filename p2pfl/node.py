@@ -185,6 +185,8 @@ class Node:
         self.away = False  # left (churn): drops whatever arrives
         self.left_at: float | None = None  # wall time it left (churn), for tests and logs
         self.finish_complete: bool | None = None  # async: every neighbour said done (or is down)
+        self._seen_copy: dict[int, np.ndarray] = {}  # async: the copy of j seen at the last merge
+        self._changed_tick: dict[int, int] = {}  # async: own tick at which j's copy last changed
         self._t_start = time.perf_counter()
         #: ``f(node, finished)``, called on the loop after each round: captures the state and
         #: returns the function that writes it (run in the executor).
@@ -663,8 +665,6 @@ class Node:
     async def _run_async(self, start: int, workers: list[asyncio.Task[Any]]) -> bool:
         """Ticks ``start..rounds`` without a barrier; False if the node left for good (churn)."""
         rng = np.random.default_rng([self.seed, self.id, 0xA5])  # fan-out choices, per node
-        self._seen_copy: dict[int, np.ndarray] = {}
-        self._changed_tick: dict[int, int] = {}
         leave, rejoin = self.churn or (0, 0)
         t = start
         while t <= self.rounds:
