@@ -100,6 +100,7 @@ def _finish(out: Path | None, plan: Plan, records: list[dict[str, Any]],
         malicious_neighbours=n_mal if advs else None,
         extra={"wall_time": round(wall, 3), "data": plan.bundle.source, "adversaries": list(plan.adversaries),
                "params": plan.dim},
+        last_per_node=plan.config.mode == "async",
     )
     if out is not None:
         write_summary(out / "summary.json", summary)

@@ -387,9 +387,12 @@ async def test_a_time_budget_ends_the_ticks(make_config):
     cfg = async_config(make_config, topology="ring", nodes=3, rounds=100, time_budget=1.0,
                        **{"net.tick_period": 0.2})
     nodes: list[Node] = []
-    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    result = await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
     for n in nodes:
         assert 1 <= len(n.history) < 100
     assert all(n.finish_complete for n in nodes)
+    # the summary's final row is every node's last evaluation, whatever tick it ended at
+    assert result.final["benign"] == 3 and "accuracy_mean" in result.final
+    assert result.final["round"] == max(len(n.history) for n in nodes)
     with pytest.raises(ConfigError, match="time_budget"):
         RunConfig(time_budget=5.0)  # sync mode runs every round
