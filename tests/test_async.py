@@ -372,14 +372,16 @@ async def test_topk_clip_bound_holds_per_async_merge(make_config):
 
 
 @pytest.mark.slow
-def test_async_with_one_process_per_node(make_config, tmp_path):
+def test_async_with_one_process_per_node_and_churn(make_config, tmp_path):
     from p2pfl.launch import run
 
-    cfg = make_config(topology="ring", nodes=3, rounds=3, mode="async",
+    # node 1 is slow; node 3 leaves at tick 2 and rejoins at tick 4 (the same code path as in-process)
+    cfg = make_config(topology="ring", nodes=4, rounds=4, mode="async",
                       **{"train.epochs": 0, "net.tick_period": 0.2, "net.fanout": 1}).replace(
-        roles=({"nodes": [1], "speed": 0.5},))
+        roles=({"nodes": [1], "speed": 0.5},), churn=({"nodes": [3], "leave": 2, "rejoin": 4},))
     result = run(cfg, out=tmp_path / "procs", processes=True)
-    assert sorted((r["node"], r["tick"]) for r in result.records) == [(i, t) for i in range(3) for t in (1, 2, 3)]
+    expected = [(i, t) for i in range(4) for t in (1, 2, 3, 4) if not (i == 3 and t in (2, 3))]
+    assert sorted((r["node"], r["tick"]) for r in result.records) == expected
     assert all(len(r["announced_to"]) == 1 for r in result.records)
 
 
