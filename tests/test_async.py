@@ -147,6 +147,7 @@ async def test_a_fast_announcer_gets_no_more_merge_weight(make_config):
         if node.id == 3:
             node.behaviour = Noisy()
             node.rounds = 40
+            node.eval_every = 1000  # its ticks are paced by the tick period, not by evaluations
 
     await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
     by_id = {n.id: n for n in nodes}
