@@ -39,7 +39,7 @@ import numpy as np
 from . import wire
 from .behaviour import Behaviour, Crafted, Honest, NodeView
 from .config import NetConfig
-from .errors import DecodeError
+from .errors import DecodeError, TransportError
 from .protocol import GossipProtocol, Peer, Rejection, settings_difference
 from .transport import Inbound, Transport
 
@@ -153,6 +153,7 @@ class Node:
         speed: float = 1.0,
         churn: tuple[int, int] | None = None,
         time_budget: float = 0.0,
+        reopen: Callable[[], Transport] | None = None,
     ) -> None:
         net = net or NetConfig()
         self.net = net
@@ -182,6 +183,13 @@ class Node:
         #: (leave, rejoin) ticks of this node's churn entry (rejoin 0: never), async mode only
         self.churn = churn
         self.time_budget = float(time_budget)  # async: stop ticking after this many seconds (0: never)
+        #: Churn: builds, binds and connects a new transport at this node's address. With it, a
+        #: departing node really closes its sockets (neighbours see the link go down) and
+        #: rebinds on rejoin; without it, it only drops what arrives.
+        self.reopen = reopen
+        self._own_transport = False  # the transport is one this node reopened: it closes it
+        self._tg: asyncio.TaskGroup | None = None
+        self._workers: list[asyncio.Task[Any]] = []
         self.away = False  # left (churn): drops whatever arrives
         self.left_at: float | None = None  # wall time it left (churn), for tests and logs
         self.finish_complete: bool | None = None  # async: every neighbour said done (or is down)
@@ -631,7 +639,25 @@ class Node:
             while not queue.empty():
                 queue.get_nowait()
                 queue.task_done()
+        closed = self.reopen is not None and self._tg is not None and bool(self._workers)
+        if closed:
+            recv = self._workers[0]
+            recv.cancel()
+            await asyncio.gather(recv, return_exceptions=True)
+            self.transport.close(linger_ms=0)
         await asyncio.sleep(ticks * self._tick_seconds())
+        if closed:
+            assert self._tg is not None and self.reopen is not None
+            for attempt in range(100):  # the port may take a moment to be released
+                try:
+                    self.transport = self.reopen()
+                    break
+                except TransportError:
+                    if attempt == 99:
+                        raise
+                    await asyncio.sleep(0.05)
+            self._own_transport = True
+            self._workers[0] = self._tg.create_task(self._receive_loop(), name=f"node{self.id}-recv")
         self.away = False
 
     async def _rejoin(self) -> None:
@@ -756,7 +782,8 @@ class Node:
         stop = getattr(self.trainer, "stop", None)
         try:
             async with asyncio.TaskGroup() as tg:
-                workers = [tg.create_task(self._receive_loop(), name=f"node{self.id}-recv")]
+                self._tg = tg
+                workers = self._workers = [tg.create_task(self._receive_loop(), name=f"node{self.id}-recv")]
                 for j in self.neighbours:
                     queue: asyncio.Queue[wire.Message] = asyncio.Queue(maxsize=self.net.send_queue)
                     self._outbox[j] = queue
@@ -789,6 +816,9 @@ class Node:
         finally:
             self._outbox.clear()
             self.stopped = True
+            self._tg = None
+            if self._own_transport:
+                self.transport.close()
         return self.x
 
 
