@@ -82,6 +82,8 @@ _RUN_FLAGS: dict[str, str] = {
     "backdoor": "attack.backdoor",
     "eval_every": "eval_every",
     "name": "name",
+    "mode": "mode",
+    "fanout": "net.fanout",
 }
 
 
@@ -261,6 +263,9 @@ def print_result(result: Any) -> None:
 @click.option("--round-timeout", type=float, help="Seconds to wait for neighbours each round.")
 @click.option("--compression", type=float, help="Announce only this fraction of coordinates (top-k).")
 @click.option("--eval-every", type=int, help="Evaluate every k rounds (and always the last).")
+@click.option("--mode", help="sync (lock-step rounds, default) or async (gossip learning: every node runs "
+              "`rounds` ticks on its own clock, no barrier).")
+@click.option("--fanout", type=int, help="Async: announce to this many neighbours per tick, chosen at random (0 = all).")
 @click.option("--name", help="Run name (default: derived from the settings).")
 @click.option("--data-dir", "data_dirs", multiple=True, help="Where data sets are looked up (then $P2PFL_DATA, ~/.cache/p2pfl).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any setting, e.g. train.epochs=2, attack.lam=10.")

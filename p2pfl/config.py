@@ -225,6 +225,10 @@ class NetConfig:
     delay_ms: float = 0.0  # fixed one-way delay
     jitter_ms: float = 0.0  # uniform extra delay in [0, jitter_ms)
     fault_seed: int | None = None  # None: the run's seed
+    # Asynchronous mode (mode = "async"; ignored in sync mode).
+    fanout: int = 0  # neighbours a node announces to per tick, chosen at random (seeded per node); 0 = all
+    staleness: float = 0.0  # a >= 0: weight W_ij * (1 + age_j)^-a, age_j in own ticks since j's copy changed
+    tick_period: float = 0.0  # minimum seconds per tick (a node wakes at most this often); 0 = no pause
 
     def __post_init__(self) -> None:
         _check_choice("net.transport", self.transport, TRANSPORTS)
@@ -248,6 +252,9 @@ class NetConfig:
         _check_float("net.jitter_ms", self.jitter_ms, 0.0, 3_600_000.0)
         if self.fault_seed is not None:
             _check_int("net.fault_seed", self.fault_seed, 0, 2**32 - 1)
+        _check_int("net.fanout", self.fanout, 0, 100_000)
+        _check_float("net.staleness", self.staleness, 0.0, 100.0)
+        _check_float("net.tick_period", self.tick_period, 0.0, 3600.0)
 
     def faults(self, seed: int) -> LinkFaults | None:
         """The network faults of these settings (links seeded by ``fault_seed``, else ``seed``).
@@ -275,8 +282,11 @@ class RoleConfig:
     role: str = ""
     attack: AttackConfig | None = None
     defence: DefenceConfig | None = None
+    speed: float | None = None  # compute speed of these nodes (None: the run's ``speed``)
 
     def __post_init__(self) -> None:
+        if self.speed is not None:
+            _check_float("roles.speed", self.speed, 0.0, 1.0, open_lo=True)
         nodes = tuple(self.nodes) if isinstance(self.nodes, list | tuple) else self.nodes
         if not isinstance(nodes, tuple) or not nodes or not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in nodes
@@ -301,9 +311,9 @@ def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nod
     (name + parameters). Tables given inline in the entry override the profile's.
     """
     entry = dict(entry)
-    unknown = set(entry) - {"nodes", "profile", "role", "attack", "defence", "description"}
+    unknown = set(entry) - {"nodes", "profile", "role", "attack", "defence", "description", "speed"}
     if unknown:
-        raise ConfigError("roles", sorted(unknown), "keys nodes, profile, role, description, attack, defence")
+        raise ConfigError("roles", sorted(unknown), "keys nodes, profile, role, description, attack, defence, speed")
     merged: dict[str, Any] = {}
     profile = entry.pop("profile", None)
     if profile is not None:
@@ -317,9 +327,9 @@ def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nod
                               "a profile name in nodes/ or a path to a .toml file (looked in "
                               + ", ".join(str(c) for c in candidates) + ")")
         raw = read_toml(found, "roles.profile")
-        bad = set(raw) - {"role", "description", "attack", "defence"}
+        bad = set(raw) - {"role", "description", "attack", "defence", "speed"}
         if bad:
-            raise ConfigError(f"roles.profile {found}", sorted(bad), "keys role, description, [attack], [defence]")
+            raise ConfigError(f"roles.profile {found}", sorted(bad), "keys role, description, speed, [attack], [defence]")
         merged.update(raw)
         merged.setdefault("role", found.stem)
     merged.update({k: v for k, v in entry.items() if k != "nodes"})
@@ -329,8 +339,48 @@ def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nod
         role=merged.get("role", ""),
         attack=_section("attack", merged["attack"]) if "attack" in merged else None,
         defence=_section("defence", merged["defence"]) if "defence" in merged else None,
+        speed=merged.get("speed"),
     )
 
+
+@dataclass(frozen=True, kw_only=True)
+class ChurnConfig:
+    """A ``[[churn]]`` entry (async mode): ``nodes`` leave at tick ``leave`` and rejoin at ``rejoin``.
+
+    A leaving node skips ticks ``leave .. rejoin - 1``: it stops training, announcing and
+    answering, and drops what arrives; at tick ``rejoin`` it says hello again, asks its
+    neighbours for snapshots and restarts from their models. ``rejoin = 0``: it never comes back.
+    """
+
+    nodes: tuple[int, ...]
+    leave: int
+    rejoin: int = 0
+
+    def __post_init__(self) -> None:
+        nodes = tuple(self.nodes) if isinstance(self.nodes, list | tuple) else self.nodes
+        if not isinstance(nodes, tuple) or not nodes or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in nodes
+        ):
+            raise ConfigError("churn.nodes", self.nodes, "a non-empty list of node ids")
+        object.__setattr__(self, "nodes", tuple(sorted(set(nodes))))
+        _check_int("churn.leave", self.leave, 1)
+        _check_int("churn.rejoin", self.rejoin, 0)
+        if self.rejoin and self.rejoin <= self.leave:
+            raise ConfigError("churn.rejoin", self.rejoin, f"a tick after leave ({self.leave}), or 0 (never)")
+
+
+def _churn(entry: Any) -> ChurnConfig:
+    if isinstance(entry, ChurnConfig):
+        return entry
+    if not isinstance(entry, Mapping):
+        raise ConfigError("churn", entry, "a list of [[churn]] tables (nodes, leave, rejoin)")
+    unknown = set(entry) - {"nodes", "leave", "rejoin"}
+    if unknown or "nodes" not in entry or "leave" not in entry:
+        raise ConfigError("churn", dict(entry), "tables with keys nodes, leave and (optionally) rejoin")
+    return ChurnConfig(**dict(entry))
+
+
+MODES = ("sync", "async")
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -361,6 +411,12 @@ class RunConfig:
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     net: NetConfig = field(default_factory=NetConfig)
     roles: tuple[RoleConfig, ...] = ()
+    # "sync": lock-step rounds (DESIGN.md section 2). "async": every node runs ``rounds`` ticks
+    # on its own clock, without a round barrier (section 8).
+    mode: str = "sync"
+    speed: float = 1.0  # compute speed of every node (a [[roles]] entry's speed wins); 1 = full speed
+    churn: tuple[ChurnConfig, ...] = ()  # [[churn]] entries (async mode only)
+    time_budget: float = 0.0  # async: a node stops ticking after this many seconds (0 = run all `rounds` ticks)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -402,6 +458,36 @@ class RunConfig:
         if listed_adv + self.adversaries >= self.nodes:
             raise ConfigError("roles", listed_adv + self.adversaries,
                               f"fewer adversaries than the {self.nodes} nodes (at least one benign)")
+        _check_choice("mode", self.mode, MODES)
+        _check_float("speed", self.speed, 0.0, 1.0, open_lo=True)
+        _check_float("time_budget", self.time_budget, 0.0)
+        if self.time_budget and self.mode != "async":
+            raise ConfigError("time_budget", self.time_budget, "0 unless mode = 'async' (sync rounds run them all)")
+        if not isinstance(self.churn, list | tuple):
+            raise ConfigError("churn", self.churn, "a list of [[churn]] tables (nodes, leave, rejoin)")
+        churn = tuple(_churn(c) for c in self.churn)
+        object.__setattr__(self, "churn", churn)
+        if churn and self.mode != "async":
+            raise ConfigError("churn", [dict(nodes=list(c.nodes), leave=c.leave, rejoin=c.rejoin) for c in churn],
+                              "empty unless mode = 'async' (sync rounds would wait for departed nodes)")
+        leaving: set[int] = set()
+        for c in churn:
+            outside = [i for i in c.nodes if i >= self.nodes]
+            if outside:
+                raise ConfigError("churn.nodes", outside, f"node ids in 0..{self.nodes - 1}")
+            twice = leaving.intersection(c.nodes)
+            if twice:
+                raise ConfigError("churn.nodes", sorted(twice), "each node in at most one [[churn]] entry")
+            leaving.update(c.nodes)
+
+    def speed_of(self, node: int) -> float:
+        """Node's compute speed: its role's ``speed``, else the run's."""
+        role = next((r for r in self.roles if node in r.nodes), None)
+        return role.speed if role is not None and role.speed is not None else self.speed
+
+    def churn_of(self, node: int) -> ChurnConfig | None:
+        """Node's [[churn]] entry, if it has one."""
+        return next((c for c in self.churn if node in c.nodes), None)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -419,6 +505,10 @@ class RunConfig:
                 if not isinstance(value, list):
                     raise ConfigError("roles", value, "a list of [[roles]] tables")
                 kwargs[key] = tuple(load_role(r) if isinstance(r, Mapping) else r for r in value)
+            elif key == "churn":
+                if not isinstance(value, list | tuple):
+                    raise ConfigError("churn", value, "a list of [[churn]] tables (nodes, leave, rejoin)")
+                kwargs[key] = tuple(_churn(c) for c in value)
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -469,6 +559,9 @@ class RunConfig:
             if f.name == "roles":
                 out["roles"] = [_role_mapping(r, plain) for r in value]
                 continue
+            if f.name == "churn":
+                out["churn"] = [{"nodes": list(c.nodes), "leave": c.leave, "rejoin": c.rejoin} for c in value]
+                continue
             if dataclasses.is_dataclass(value):
                 out[f.name] = {sf.name: plain(getattr(value, sf.name)) for sf in fields(value)}
             else:
@@ -478,6 +571,14 @@ class RunConfig:
             out[key].update(params)
         if not out["roles"]:
             del out["roles"]
+        # Settings added with async mode are left out at their defaults, so that every run
+        # from before them keeps its settings digest (and its checkpoints stay valid).
+        for key, default in _NEW_DEFAULTS.items():
+            if out.get(key) == default:
+                del out[key]
+        for key, default in _NEW_NET_DEFAULTS.items():
+            if out["net"].get(key) == default:
+                del out["net"][key]
         return out
 
     def to_toml(self) -> str:
@@ -500,8 +601,14 @@ class RunConfig:
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
+_NEW_DEFAULTS: dict[str, Any] = {"mode": "sync", "speed": 1.0, "churn": [], "time_budget": 0.0}
+_NEW_NET_DEFAULTS: dict[str, Any] = {"fanout": 0, "staleness": 0.0, "tick_period": 0.0}
+
+
 def _role_mapping(role: RoleConfig, plain: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"nodes": list(role.nodes), "role": role.role}
+    if role.speed is not None:
+        out["speed"] = role.speed
     for key in ("attack", "defence"):
         sec = getattr(role, key)
         if sec is not None:
@@ -534,6 +641,7 @@ __all__ = [
     "flat_settings",
     "read_toml",
     "AttackConfig",
+    "ChurnConfig",
     "RoleConfig",
     "load_role",
     "DataConfig",

@@ -100,6 +100,7 @@ def _finish(out: Path | None, plan: Plan, records: list[dict[str, Any]],
         malicious_neighbours=n_mal if advs else None,
         extra={"wall_time": round(wall, 3), "data": plan.bundle.source, "adversaries": list(plan.adversaries),
                "params": plan.dim},
+        last_per_node=plan.config.mode == "async",
     )
     if out is not None:
         write_summary(out / "summary.json", summary)
@@ -180,7 +181,34 @@ def make_node(
         max_message_bytes=plan.max_message_bytes(),
         data_identity=plan.data_identity,
         data_difference=identity_difference,
+        mode=cfg.mode,
+        speed=cfg.speed_of(node_id),
+        churn=_churn_ticks(cfg, node_id),
+        time_budget=cfg.time_budget,
     )
+
+
+def _reopener(plan: Plan, node_id: int, addresses: Mapping[int, str], context: zmq.asyncio.Context | None,
+              curve: CurveKeys | None = None, factory: Callable[..., Transport] = Transport
+              ) -> Callable[[], Transport]:
+    """A function that builds node ``node_id``'s transport again, bound at the same address and
+    connected to its neighbours (a node rejoining after churn)."""
+    def reopen() -> Transport:
+        tr = _transport(plan, node_id, addresses[node_id], context, curve, factory=factory)
+        try:
+            tr.bind()
+            tr.connect({j: addresses[j] for j in plan.topology.neighbours(node_id)})
+        except Exception:
+            tr.close(linger_ms=0)
+            raise
+        return tr
+
+    return reopen
+
+
+def _churn_ticks(cfg: RunConfig, node_id: int) -> tuple[int, int] | None:
+    entry = cfg.churn_of(node_id)
+    return (entry.leave, entry.rejoin) if entry is not None else None
 
 
 def attack_metrics(trainer: Any, x: np.ndarray, success: Any) -> dict[str, float]:
@@ -270,14 +298,28 @@ async def run_inprocess_async(
             tr.connect({j: transports[j].address or "" for j in plan.topology.neighbours(i)})
         nodes = [make_node(plan, i, transports[i], executor=executor, on_record=on_record,
                            x_init=(x_init or {}).get(i)) for i in range(cfg.nodes)]
+        addresses = {i: tr.address or "" for i, tr in transports.items()}
+        for node in nodes:
+            if cfg.churn_of(node.id) is not None:  # a departing node closes its sockets and rebinds
+                node.reopen = _reopener(plan, node.id, addresses, ctx, factory=transport_factory)
         if keep_nodes is not None:
             keep_nodes.extend(nodes)
         for node in nodes:
             if configure is not None:
                 configure(node)
+        async def run_node(node: Node) -> None:
+            try:
+                await node.run()
+            finally:
+                if cfg.mode == "async":
+                    # As a process would on exit: neighbours that still run (one that came back
+                    # from churn after this one finished) see the link go down and stop waiting
+                    # for it after dead_after, not after the round timeout.
+                    node.transport.close()
+
         async with asyncio.TaskGroup() as tg:
             for node in nodes:
-                tg.create_task(node.run())
+                tg.create_task(run_node(node))
         models = {n.id: n.x for n in nodes}
     finally:
         await asyncio.gather(*(tr.aclose() for tr in transports.values()))
@@ -498,6 +540,9 @@ async def run_node_async(
         transport.bind()
         transport.connect({j: deployment.addresses[j] for j in neighbours})
         node = make_node(plan, node_id, transport, executor=executor, on_record=record)
+        if cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
+            bound = {**{j: deployment.addresses[j] for j in neighbours}, node_id: transport.address or listen}
+            node.reopen = _reopener(plan, node_id, bound, ctx, curve)
         tree = cfg.to_mapping()
         tree.pop("name", None)
         tree.get("data", {}).pop("data_dir", None)

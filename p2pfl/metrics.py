@@ -1,7 +1,8 @@
 """Per-round records of every node, and the run summary built from them.
 
-A record is one JSON object per node per round (``metrics.jsonl``): ``round``, ``node``,
-``role``, the node's evaluation (``accuracy``, ``loss``, attack metrics when an auxiliary
+A record is one JSON object per node per round (``metrics.jsonl``): ``round``, ``tick``
+(the same number; in async mode the node's own tick), ``wall`` (seconds since the node
+started the run), ``node``, ``role``, the node's evaluation (``accuracy``, ``loss``, attack metrics when an auxiliary
 set exists), what it heard, what it rejected, timings and filter statistics.
 ``summary.json`` aggregates benign nodes per round and adds a ``final`` object.
 """
@@ -118,6 +119,7 @@ def summarize(
     hops: Mapping[int, int] | None = None,
     malicious_neighbours: Mapping[int, int] | None = None,
     extra: Mapping[str, Any] | None = None,
+    last_per_node: bool = False,
 ) -> dict[str, Any]:
     """Summarise records: per round, mean/min/max over benign nodes of each aggregated value.
 
@@ -128,6 +130,10 @@ def summarize(
     are averaged over adversaries into ``attack``; ``stealth`` counts the rounds in which
     the adversaries' updates (deltas) were within the benign distance spread and gives the
     mean norm ratio and announced accuracy of the rounds they attacked.
+
+    ``last_per_node`` (async runs): ``final`` aggregates every benign node's last evaluated
+    record, whatever its tick, instead of the last tick's row (with a time budget or churn,
+    nodes end at different ticks, and the last tick may hold only the fastest nodes).
     """
     by_round: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
     for rec in records:
@@ -139,6 +145,10 @@ def summarize(
         row: dict[str, Any] = {"round": r, "nodes": len(recs), "benign": len(benign)}
         for key in AGGREGATED:
             row.update(_stats([x.get(key) for x in benign if key in x], key))
+        walls = [float(x["wall"]) for x in benign if isinstance(x.get("wall"), int | float)]
+        if walls:  # seconds since the nodes started: the wall-clock axis of the plots
+            row["wall_mean"] = round(sum(walls) / len(walls), 4)
+            row["wall_max"] = round(max(walls), 4)
         if any("attack_success" in x for x in benign):
             if hops:
                 row["attack_success_by_hops"] = _group_mean(benign, hops)
@@ -154,6 +164,8 @@ def summarize(
             row["attack"] = {k: sum(v) / len(v) for k, v in sorted(stats.items())}
         rounds.append(row)
     summary: dict[str, Any] = {"rounds": rounds, "final": dict(rounds[-1]) if rounds else {}}
+    if last_per_node and rounds:
+        summary["final"] = _final_per_node([rec for recs in by_round.values() for rec in recs])
     stealth = _stealth_counts(rounds)
     if stealth:
         summary["stealth"] = stealth
@@ -165,6 +177,23 @@ def summarize(
     if extra:
         summary.update(extra)
     return summary
+
+
+def _final_per_node(records: list[Mapping[str, Any]]) -> dict[str, Any]:
+    last: dict[int, Mapping[str, Any]] = {}
+    for rec in sorted(records, key=lambda x: int(x["round"])):
+        if "accuracy" in rec:
+            last[int(rec["node"])] = rec
+    benign = [x for x in last.values() if x.get("role", "benign") == "benign"]
+    row: dict[str, Any] = {"round": max((int(x["round"]) for x in last.values()), default=0),
+                           "nodes": len(last), "benign": len(benign)}
+    for key in AGGREGATED:
+        row.update(_stats([x.get(key) for x in benign if key in x], key))
+    walls = [float(x["wall"]) for x in benign if isinstance(x.get("wall"), int | float)]
+    if walls:
+        row["wall_mean"] = round(sum(walls) / len(walls), 4)
+        row["wall_max"] = round(max(walls), 4)
+    return row
 
 
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> None:

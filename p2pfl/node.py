@@ -7,6 +7,14 @@ Round t at node i (DESIGN.md section 2)::
     3. receive    xhat_j += delta_j for every neighbour j (checksummed; snapshot on gap)
     4. merge      x_i = z_i + F({u_ij = xhat_j - z_i, W_ij})
 
+In async mode (``mode="async"``, DESIGN.md section 8) the node runs ``rounds`` *ticks* on
+its own clock with no round barrier: train -> announce (to all neighbours, or to ``fanout``
+of them drawn at random) -> merge with the latest public copy of every neighbour heard from
+at least once -> evaluate. The latest copy replaces the previous one, so a neighbour's
+weight W_ij does not grow with how often it announces (``net.staleness`` may discount old
+copies). ``speed`` < 1 stretches a node's ticks by real sleeping; a churn entry makes it
+leave and rejoin (see :meth:`Node._run_async`).
+
 The protocol state (public copies, gaps, snapshots, handshakes, liveness, rejections) lives
 in the sans-IO :class:`~p2pfl.protocol.GossipProtocol`; this module only moves bytes and
 time in and out of it. Every task the node starts belongs to one ``asyncio.TaskGroup``: the
@@ -31,7 +39,7 @@ import numpy as np
 from . import wire
 from .behaviour import Behaviour, Crafted, Honest, NodeView
 from .config import NetConfig
-from .errors import DecodeError
+from .errors import DecodeError, TransportError
 from .protocol import GossipProtocol, Peer, Rejection, settings_difference
 from .transport import Inbound, Transport
 
@@ -141,6 +149,11 @@ class Node:
         data_identity: Mapping[str, Any] | None = None,
         data_difference: Callable[[Any, Mapping[str, Any], int], str] | None = None,
         checkpointer: Callable[[Node, bool], Callable[[], Any]] | None = None,
+        mode: str = "sync",
+        speed: float = 1.0,
+        churn: tuple[int, int] | None = None,
+        time_budget: float = 0.0,
+        reopen: Callable[[], Transport] | None = None,
     ) -> None:
         net = net or NetConfig()
         self.net = net
@@ -164,6 +177,25 @@ class Node:
         self.seed = seed
         self.role = role
         self.eval_every = eval_every
+        self.mode = mode
+        self.asynchronous = mode == "async"
+        self.speed = float(speed)
+        #: (leave, rejoin) ticks of this node's churn entry (rejoin 0: never), async mode only
+        self.churn = churn
+        self.time_budget = float(time_budget)  # async: stop ticking after this many seconds (0: never)
+        #: Churn: builds, binds and connects a new transport at this node's address. With it, a
+        #: departing node really closes its sockets (neighbours see the link go down) and
+        #: rebinds on rejoin; without it, it only drops what arrives.
+        self.reopen = reopen
+        self._own_transport = False  # the transport is one this node reopened: it closes it
+        self._tg: asyncio.TaskGroup | None = None
+        self._workers: list[asyncio.Task[Any]] = []
+        self.away = False  # left (churn): drops whatever arrives
+        self.left_at: float | None = None  # wall time it left (churn), for tests and logs
+        self.finish_complete: bool | None = None  # async: every neighbour said done (or is down)
+        self._seen_copy: dict[int, np.ndarray] = {}  # async: the copy of j seen at the last merge
+        self._changed_tick: dict[int, int] = {}  # async: own tick at which j's copy last changed
+        self._t_start = time.perf_counter()
         #: ``f(node, finished)``, called on the loop after each round: captures the state and
         #: returns the function that writes it (run in the executor).
         self.checkpointer = checkpointer
@@ -176,6 +208,7 @@ class Node:
             max_abs=net.max_abs, config_digest=config_digest, settings=settings,
             data_identity=data_identity, data_difference=data_difference,
             seq=time.time_ns(),  # strictly increasing across restarts of this node
+            asynchronous=self.asynchronous,
         )
         self.x = (x0 if x_init is None else np.asarray(x_init, dtype=np.float32)).copy()
         self.history: list[dict[str, Any]] = []
@@ -313,6 +346,8 @@ class Node:
         while True:
             inbound = await self.transport.recv()
             error = getattr(inbound, "error", None)
+            if self.away:  # departed (churn): nothing is read, answered or counted
+                continue
             try:
                 if error is not None:
                     self.protocol.reject(None, error[0], error[1])
@@ -395,8 +430,8 @@ class Node:
             seed=self.seed, epochs=self.epochs,
         )
 
-    def _merge(self, t: int, z: np.ndarray, included: list[int],
-               copies: Mapping[int, np.ndarray]) -> tuple[np.ndarray, dict[str, Any], list[int]]:
+    def _merge(self, t: int, z: np.ndarray, included: list[int], copies: Mapping[int, np.ndarray],
+               weights: Mapping[int, float] | None = None) -> tuple[np.ndarray, dict[str, Any], list[int]]:
         """x = z + F(proposals), never non-finite. Runs in the executor.
 
         A contribution that would make the model non-finite is dropped (and returned, to be
@@ -404,22 +439,24 @@ class Node:
         still overflow float32.
         """
         with np.errstate(over="ignore", invalid="ignore"):
-            x, stats = self._combine(t, z, included, copies)
+            x, stats = self._combine(t, z, included, copies, weights)
             if np.isfinite(x).all():
                 return x, stats, []
+            w_of = weights or self.weights
             bad = [j for j in included
-                   if not np.isfinite(np.float32(self.weights[j]) * (copies[j] - z)).all()]
+                   if not np.isfinite(np.float32(w_of[j]) * (copies[j] - z)).all()]
             kept = [j for j in included if j not in bad]
-            x, stats = self._combine(t, z, kept, copies)
+            x, stats = self._combine(t, z, kept, copies, weights)
             if not np.isfinite(x).all():
                 return z, {}, included
         return x, stats, bad
 
-    def _combine(self, t: int, z: np.ndarray, included: list[int],
-                 copies: Mapping[int, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    def _combine(self, t: int, z: np.ndarray, included: list[int], copies: Mapping[int, np.ndarray],
+                 weights: Mapping[int, float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         if not included:
             return z, {}
-        w = np.array([self.weights[j] for j in included], dtype=np.float64)
+        w_of = weights or self.weights
+        w = np.array([w_of[j] for j in included], dtype=np.float64)
         if self.filter is None:
             update = np.zeros_like(z)
             for j, wj in zip(included, w, strict=True):
@@ -446,7 +483,11 @@ class Node:
     async def _round(self, t: int) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        crafted: Crafted = await self._in_executor(self.behaviour.craft, self._view(t))
+        if self.speed < 1.0:
+            crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
+            await self._slow_down(worked)
+        else:
+            crafted = await self._in_executor(self.behaviour.craft, self._view(t))
         t_train = time.perf_counter()
         self._post(self.protocol.announce(t, crafted.announce))
         self.protocol.wait_since = time.monotonic()  # silence is measured from here
@@ -474,8 +515,10 @@ class Node:
         t_eval = time.perf_counter()
         record: dict[str, Any] = {
             "round": t,
+            "tick": t,
             "node": self.id,
             "role": self.role,
+            "wall": round(time.perf_counter() - self._t_start, 4),
             **metrics,
             "heard": len(included),
             "skipped": skipped,
@@ -495,6 +538,194 @@ class Node:
         self.history.append(record)
         if self._on_record is not None:
             self._on_record(record)
+
+    def _timed_craft(self, view: NodeView) -> tuple[Crafted, float]:
+        """The behaviour's craft and the seconds it ran (in its thread, not queued for one)."""
+        start = time.perf_counter()
+        crafted = self.behaviour.craft(view)
+        return crafted, time.perf_counter() - start
+
+    async def _slow_down(self, worked: float) -> None:
+        """A node of speed s < 1 takes 1/s as long: it sleeps (1/s - 1) x the time it worked."""
+        if self.speed < 1.0 and worked > 0:
+            await asyncio.sleep((1.0 / self.speed - 1.0) * worked)
+
+    # ---- async mode ------------------------------------------------------------------------------------------
+    def _async_weights(self, t: int, included: list[int]) -> tuple[dict[int, float], dict[int, int]]:
+        """W_ij, discounted by staleness (1 + age_j)^-a; the own weight absorbs the rest.
+
+        age_j is how many of this node's ticks ago j's copy last changed. Only the latest
+        copy counts, so a neighbour gets W_ij however often it announces.
+        """
+        ages: dict[int, int] = {}
+        for j in included:
+            copy = self.peers[j].copy
+            if self._seen_copy.get(j) is not copy:
+                self._seen_copy[j] = copy
+                self._changed_tick[j] = t
+            ages[j] = t - self._changed_tick.get(j, t)
+        a = self.net.staleness
+        weights = {j: self.weights[j] * (1.0 + ages[j]) ** -a if a > 0 else self.weights[j] for j in included}
+        return weights, ages
+
+    async def _async_tick(self, t: int, rng: np.random.Generator) -> None:
+        t0 = time.perf_counter()
+        self.protocol.begin_round(t, time.monotonic())
+        crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
+        t_work = time.perf_counter()
+        await self._slow_down(worked)
+        t_train = time.perf_counter()
+        fanout = self.net.fanout
+        targets = None
+        if 0 < fanout < len(self.neighbours):
+            targets = sorted(int(j) for j in rng.choice(self.neighbours, size=fanout, replace=False))
+        self._post(self.protocol.announce(t, crafted.announce, targets))
+        self._tick()
+        await asyncio.sleep(0)  # let the receiver apply what has arrived
+        included = [j for j, p in self.peers.items() if p.round >= 1]  # heard from at least once
+        weights, ages = self._async_weights(t, included)
+        copies = {j: self.peers[j].copy for j in included}  # replaced, never modified in place
+        self.x, filter_stats, dropped = await self._in_executor(self._merge, t, crafted.own, included,
+                                                                copies, weights)
+        if dropped:
+            self.merge_dropped += len(dropped)
+            for j in dropped:
+                self.protocol.reject(j, "nonfinite-merge", f"tick {t}: contribution would make the model non-finite")
+            self._log_rejections()
+        t_merge = time.perf_counter()
+        due = t % self.eval_every == 0 or t == self.rounds
+        metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
+        t_eval = time.perf_counter()
+        record: dict[str, Any] = {
+            "round": t,
+            "tick": t,
+            "node": self.id,
+            "role": self.role,
+            "wall": round(t_eval - self._t_start, 4),
+            **metrics,
+            "heard": len(included),
+            "skipped": [j for j in self.neighbours if j not in included],
+            "announced_to": list(self.neighbours) if targets is None else targets,
+            "weights": {str(j): round(w, 6) for j, w in weights.items()},
+            "ages": {str(j): a for j, a in ages.items()},
+            "peer_rounds": {str(j): self.peers[j].round for j in self.neighbours},
+            "rejected": dict(self.rejected),
+            "time": {"train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4),
+                     "merge": round(t_merge - t_train, 4), "eval": round(t_eval - t_merge, 4),
+                     "round": round(t_eval - t0, 4)},
+        }
+        if filter_stats:
+            record["filter"] = filter_stats
+        if crafted.info:
+            record["attack"] = crafted.info
+        await self._checkpoint(False)
+        self.history.append(record)
+        if self._on_record is not None:
+            self._on_record(record)
+        period = self.net.tick_period / self.speed
+        rest = period - (time.perf_counter() - t0)
+        if rest > 0:  # a node wakes at most once per tick period (serving its sockets meanwhile)
+            await self._wait(lambda: False, rest)
+
+    def _tick_seconds(self) -> float:
+        """How long this node's ticks take (mean so far), for the time a departed node stays away."""
+        times = [r["time"]["round"] for r in self.history if "time" in r]
+        mean = sum(times) / len(times) if times else 0.0
+        return max(mean, self.net.tick_period / self.speed, 0.05)
+
+    async def _leave(self, ticks: int) -> None:
+        """Churn: stop training, announcing and answering for ``ticks`` of this node's ticks."""
+        log.info("node %d: leaving for %d ticks (churn)", self.id, ticks)
+        self.away = True
+        self.left_at = time.perf_counter() - self._t_start
+        for queue in self._outbox.values():  # what was queued is lost with the node
+            while not queue.empty():
+                queue.get_nowait()
+                queue.task_done()
+        closed = self.reopen is not None and self._tg is not None and bool(self._workers)
+        if closed:
+            recv = self._workers[0]
+            recv.cancel()
+            await asyncio.gather(recv, return_exceptions=True)
+            self.transport.close(linger_ms=0)
+        await asyncio.sleep(ticks * self._tick_seconds())
+        if closed:
+            assert self._tg is not None and self.reopen is not None
+            for attempt in range(100):  # the port may take a moment to be released
+                try:
+                    self.transport = self.reopen()
+                    break
+                except TransportError:
+                    if attempt == 99:
+                        raise
+                    await asyncio.sleep(0.05)
+            self._own_transport = True
+            self._workers[0] = self._tg.create_task(self._receive_loop(), name=f"node{self.id}-recv")
+        self.away = False
+
+    async def _rejoin(self) -> None:
+        """Back from churn: hello again, ask every neighbour for a snapshot, adopt their models.
+
+        Like a resumed node (:meth:`_catch_up`): its own model is from before it left, so x
+        becomes the W-weighted mean of the neighbours' copies that moved since (bounded wait).
+        """
+        now = time.monotonic()
+        before = {j: p.copy for j, p in self.peers.items()}
+        self._post(self.protocol.hellos(now))
+        for j, peer in self.peers.items():
+            peer.gap_since = now
+            self._post([self.protocol.snapshot_request(j, now)])
+        wait = min(self.round_timeout, max(2 * self.gap_grace, 1.0))
+        await self._wait(lambda: all(not p.asked or not self._alive(j) for j, p in self.peers.items()), wait)
+        for peer in self.peers.values():
+            if peer.asked:  # not answered: its copy was current (or it is away too)
+                peer.asked = False
+            if not peer.pending and peer.round >= 0:
+                peer.gap_since = None
+        fresh = [j for j, p in self.peers.items() if p.copy is not before[j] and p.round >= 1]
+        if fresh:
+            w = np.array([self.weights[j] for j in fresh], dtype=np.float64)
+            mean = np.zeros(self.dim, dtype=np.float64)
+            for j, wj in zip(fresh, w / w.sum(), strict=True):
+                mean += wj * self.peers[j].copy
+            self.x = mean.astype(np.float32)
+        log.info("node %d: rejoined; caught up from %d neighbours' models", self.id, len(fresh))
+
+    async def _run_async(self, start: int, workers: list[asyncio.Task[Any]]) -> bool:
+        """Ticks ``start..rounds`` without a barrier; False if the node left for good (churn)."""
+        rng = np.random.default_rng([self.seed, self.id, 0xA5])  # fan-out choices, per node
+        leave, rejoin = self.churn or (0, 0)
+        t = start
+        while t <= self.rounds:
+            if leave and leave <= t and (rejoin == 0 or t < rejoin):
+                if rejoin == 0 or rejoin > self.rounds:  # gone for good: close the sockets
+                    log.info("node %d: leaving for good at tick %d (churn)", self.id, t)
+                    self.away = True
+                    self.left_at = time.perf_counter() - self._t_start
+                    for task in workers:
+                        task.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
+                    self.transport.close(linger_ms=0)
+                    return False
+                await self._leave(rejoin - t)
+                await self._rejoin()
+                t = rejoin
+                continue
+            if self.time_budget and time.perf_counter() - self._t_start >= self.time_budget:
+                log.info("node %d: time budget of %.1fs spent after %d ticks", self.id, self.time_budget, t - 1)
+                break
+            await self._async_tick(t, rng)
+            t += 1
+        return True
+
+    async def _finish_async(self) -> None:
+        """Say ``done`` and wait (bounded by the round timeout; liveness skips the departed) for
+        the neighbours' ``done``, serving their snapshot requests meanwhile."""
+        self.round = self.rounds
+        await self._checkpoint(True)
+        self._post(self.protocol.done_messages(time.monotonic()))
+        self.finish_complete = await self._wait(
+            lambda: all(p.done or not self._alive(j) for j, p in self.peers.items()), self.round_timeout)
 
     async def _checkpoint(self, finished: bool) -> None:
         if self.checkpointer is None:
@@ -554,12 +785,14 @@ class Node:
         stop = getattr(self.trainer, "stop", None)
         try:
             async with asyncio.TaskGroup() as tg:
-                workers = [tg.create_task(self._receive_loop(), name=f"node{self.id}-recv")]
+                self._tg = tg
+                workers = self._workers = [tg.create_task(self._receive_loop(), name=f"node{self.id}-recv")]
                 for j in self.neighbours:
                     queue: asyncio.Queue[wire.Message] = asyncio.Queue(maxsize=self.net.send_queue)
                     self._outbox[j] = queue
                     workers.append(tg.create_task(self._sender(j, queue), name=f"node{self.id}-send{j}"))
                 try:
+                    self._t_start = time.perf_counter()
                     await self._handshake(resume)
                     target, requests = self.protocol.fast_forward(start_round, self.rounds, resume,
                                                                   time.monotonic())
@@ -567,12 +800,17 @@ class Node:
                         log.info("node %d: neighbours are at round %d; resuming there (rounds %d..%d missed)",
                                  self.id, target, start_round, target - 1)
                     self._post(requests)
-                    if target > start_round:
-                        await self._catch_up(target)
-                    for t in range(target, self.rounds + 1):
-                        await self._round(t)
-                    await self._finish()
-                    await self._flush(max(self.net.linger_ms / 1000, 0.1))
+                    if self.asynchronous:
+                        if await self._run_async(target, workers):
+                            await self._finish_async()
+                            await self._flush(max(self.net.linger_ms / 1000, 0.1))
+                    else:
+                        if target > start_round:
+                            await self._catch_up(target)
+                        for t in range(target, self.rounds + 1):
+                            await self._round(t)
+                        await self._finish()
+                        await self._flush(max(self.net.linger_ms / 1000, 0.1))
                 finally:
                     if stop is not None:
                         stop.set()  # a training thread still running stops at its next batch
@@ -581,6 +819,9 @@ class Node:
         finally:
             self._outbox.clear()
             self.stopped = True
+            self._tg = None
+            if self._own_transport:
+                self.transport.close()
         return self.x
 
 

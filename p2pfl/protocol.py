@@ -40,6 +40,20 @@ so a forged message with a huge sequence number cannot lock the real neighbour o
 snapshot is validated like a delta (round window, checksum, magnitude) and must have been
 asked for. Values beyond ``max_abs`` are rejected (``magnitude``): no float32 model trains
 with weights there, and they are how an overflow to Inf would start.
+
+Asynchronous mode
+-----------------
+With ``asynchronous=True`` (DESIGN.md section 8) a delta's round is the sender's tick and
+nodes run at their own pace, so the round checks against this node's own round are off:
+a delta or snapshot from a neighbour far ahead is accepted, pending deltas are applied as
+soon as their base matches the copy (not only up to the current round), a snapshot is
+taken whenever it is newer than the copy (a neighbour whose send failed pushes one), and
+there is no silent-neighbour rule (a slow neighbour is not a gap). Gap repair stays: a
+broken chain or a checksum mismatch still leads to a snapshot request after ``gap_grace``,
+and pending deltas stay bounded (``window + 1`` per neighbour). :meth:`announce` may go to
+a subset of the neighbours (``fanout``); then every neighbour gets its own public copy
+(``pub_private``) and its own base round (:meth:`announced_round`), so deltas and
+checksums stay exact per link.
 """
 
 from __future__ import annotations
@@ -195,8 +209,10 @@ class GossipProtocol:
         data_identity: Mapping[str, Any] | None = None,
         data_difference: Callable[[Any, Mapping[str, Any], int], str] | None = None,
         seq: int = 0,
+        asynchronous: bool = False,
     ) -> None:
         self.id = node_id
+        self.asynchronous = asynchronous
         self.exp_id = exp_id
         self.neighbours = tuple(sorted(neighbours))
         self.window = window
@@ -216,6 +232,8 @@ class GossipProtocol:
         self.pub_shared = x0.copy()
         self.pub_private: dict[int, np.ndarray] = {}
         self.pub_round = 0
+        # Round of the copy towards j when it differs from pub_round (announcements to a subset).
+        self.pub_rounds: dict[int, int] = {}
         self.seq = seq
         self.peers: dict[int, Peer] = {j: Peer(copy=x0.copy()) for j in self.neighbours}
         self.round = 0
@@ -229,6 +247,10 @@ class GossipProtocol:
     def announced_to(self, j: int) -> np.ndarray:
         """The model neighbour j holds as ours (our public copy towards j)."""
         return self.pub_private.get(j, self.pub_shared)
+
+    def announced_round(self, j: int) -> int:
+        """The round (tick) of our public copy towards j."""
+        return self.pub_rounds.get(j, self.pub_round)
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -256,13 +278,20 @@ class GossipProtocol:
         pub += delta
         return {"delta": delta}
 
-    def announce(self, t: int, announce: np.ndarray | Mapping[int, np.ndarray]) -> list[wire.Message]:
+    def announce(self, t: int, announce: np.ndarray | Mapping[int, np.ndarray],
+                 targets: Sequence[int] | None = None) -> list[wire.Message]:
         """Round t's deltas towards every live neighbour; the public copies move to round t.
 
         A neighbour known to be down gets nothing (a send would only wait for the send
         timeout); its copy has a gap, which a snapshot repairs when it is back.
+        ``targets``: announce to these neighbours only (async fan-out); the others' copies
+        stay where they are.
         """
+        if targets is not None:
+            return self._announce_to(t, announce, targets)
         base = self.pub_round
+        if self.pub_rounds:  # earlier announcements went to subsets: per-neighbour bases
+            return self._announce_to(t, announce, self.neighbours)
         batches: list[tuple[list[int], dict[str, np.ndarray], bytes]] = []
         if isinstance(announce, np.ndarray):
             shared = [j for j in self.neighbours if j not in self.pub_private]
@@ -289,11 +318,35 @@ class GossipProtocol:
                     self.peers[j].resend = True
         return out
 
+    def _announce_to(self, t: int, announce: np.ndarray | Mapping[int, np.ndarray],
+                     targets: Sequence[int]) -> list[wire.Message]:
+        """Deltas to ``targets`` only, each against its own public copy and base round."""
+        for j in self.neighbours:  # from now on every neighbour has its own copy and round
+            if j not in self.pub_private:
+                self.pub_private[j] = self.pub_shared.copy()
+            self.pub_rounds.setdefault(j, self.pub_round)
+        out = []
+        for j in sorted(set(targets)):
+            if j not in self.peers:
+                continue
+            pub = self.pub_private[j]
+            base = self.pub_rounds[j]
+            target = announce if isinstance(announce, np.ndarray) else announce.get(j, pub)
+            tensors = self._delta_tensors(target, pub)
+            self.pub_rounds[j] = t
+            if self.alive(j):
+                out.append(self.message("delta", j, round=t, base=base, checksum=wire.checksum(pub),
+                                        tensors=tensors))
+            else:
+                self.peers[j].resend = True
+        self.pub_round = t
+        return out
+
     def snapshot(self, j: int) -> wire.Message:
         """A snapshot of our public copy towards j (a private copy: the live array changes)."""
         pub = self.announced_to(j).copy()
         self.peers[j].serving = True
-        return self.message("snapshot", j, round=self.pub_round, checksum=wire.checksum(pub),
+        return self.message("snapshot", j, round=self.announced_round(j), checksum=wire.checksum(pub),
                             tensors={"model": pub})
 
     def snapshot_request(self, j: int, now: float) -> wire.Message:
@@ -369,7 +422,7 @@ class GossipProtocol:
         if msg.kind == "delta":
             if msg.round <= peer.round and peer.round >= 0:
                 raise ProtocolError("stale", f"round {msg.round}, copy already at {peer.round}")
-            if msg.round > self.round + self.window:
+            if msg.round > self.round + self.window and not self.asynchronous:
                 raise ProtocolError("future", f"round {msg.round} while at {self.round}")
             if msg.round in peer.pending:
                 raise ProtocolError("duplicate", f"second delta for round {msg.round}")
@@ -377,7 +430,7 @@ class GossipProtocol:
                 raise ProtocolError("schema", f"base {msg.base} not before round {msg.round}")
             self._check_magnitude(msg.tensors.get("delta", msg.tensors.get("val")), 2 * self.max_abs)
         elif msg.kind == "snapshot":
-            if msg.round > self.round + self.window:
+            if msg.round > self.round + self.window and not self.asynchronous:
                 raise ProtocolError("future", f"snapshot round {msg.round} while at {self.round}")
             if msg.round <= peer.round and peer.round >= 0:
                 if peer.asked and msg.round == peer.round:
@@ -386,7 +439,8 @@ class GossipProtocol:
                 raise ProtocolError("stale", f"snapshot of round {msg.round}, copy already at {peer.round}")
             # Only a snapshot asked for, or one that repairs a copy this node waits for (a
             # neighbour whose send failed pushes one), is taken; never one from the future.
-            repairs = peer.round < self.round and msg.round <= self.round
+            # In async mode there is no "future": any snapshot newer than the copy repairs it.
+            repairs = self.asynchronous or (peer.round < self.round and msg.round <= self.round)
             if not (peer.asked or repairs):
                 raise ProtocolError("unsolicited", f"snapshot of round {msg.round} nobody asked for")
             self._check_magnitude(msg.tensors["model"], self.max_abs)
@@ -426,10 +480,12 @@ class GossipProtocol:
                 return named
         return ""
 
-    def hello_info(self, reply: bool = False) -> dict[str, Any]:
+    def hello_info(self, reply: bool = False, j: int | None = None) -> dict[str, Any]:
         info: dict[str, Any] = {"config": self.config_digest, "x0": self.x0_sum, "reply": reply,
-                                "pub_round": self.pub_round}
-        if not self.pub_private:  # with per-neighbour copies there is no single one to compare
+                                "pub_round": self.pub_round if j is None else self.announced_round(j)}
+        if j is not None and self.asynchronous:  # async: the copy towards j, whichever it is
+            info["pub_sum"] = wire.checksum(self.announced_to(j))
+        elif not self.pub_private:  # with per-neighbour copies there is no single one to compare
             info["pub_sum"] = wire.checksum(self.pub_shared)
         for key, value in (("settings", self.settings), ("data", self.data_identity)):
             if value:
@@ -443,7 +499,7 @@ class GossipProtocol:
         out = []
         for j in self.neighbours:
             self.peers[j].hello_sent_at = now
-            out.append(self.message("hello", j, round=self.round, info=self.hello_info()))
+            out.append(self.message("hello", j, round=self.round, info=self.hello_info(j=j)))
         return out
 
     def _accept(self, peer: Peer, msg: wire.Message, now: float) -> None:
@@ -475,7 +531,8 @@ class GossipProtocol:
             # huge number must not lock the real neighbour out); bounded by one in flight.
             have_round, have_sum = msg.info.get("have_round"), msg.info.get("have_sum")
             pub = self.announced_to(j)
-            if have_round == self.pub_round and isinstance(have_sum, bytes) and have_sum == wire.checksum(pub):
+            if (have_round == self.announced_round(j) and isinstance(have_sum, bytes)
+                    and have_sum == wire.checksum(pub)):
                 return []  # its copy is current: nothing to send
             if peer.serving:
                 self.reject(j, "busy", "a snapshot to this neighbour is already in flight")
@@ -516,7 +573,7 @@ class GossipProtocol:
         peer.refused = ""
         if not reply and now - peer.hello_replied_at >= self.gap_grace:
             peer.hello_replied_at = now  # a (re)started neighbour: answer it (once per grace)
-            out.append(self.message("hello", j, round=self.round, info=self.hello_info(reply=True)))
+            out.append(self.message("hello", j, round=self.round, info=self.hello_info(reply=True, j=j)))
         return out
 
     def _advance(self, j: int, now: float) -> None:
@@ -524,7 +581,7 @@ class GossipProtocol:
         peer = self.peers[j]
         while peer.round >= 0:
             nxt = next((m for r, m in sorted(peer.pending.items())
-                        if m.base == peer.round and r <= self.round), None)
+                        if m.base == peer.round and (r <= self.round or self.asynchronous)), None)
             if nxt is None:
                 break
             del peer.pending[nxt.round]
@@ -548,7 +605,8 @@ class GossipProtocol:
         # Drop what the chain has passed.
         for r in [r for r in peer.pending if r <= peer.round]:
             del peer.pending[r]
-        if peer.round < self.round and (peer.pending or peer.round < 0) and peer.gap_since is None:
+        behind = peer.round < self.round or self.asynchronous  # async: a pending delta is a gap
+        if behind and (peer.pending or peer.round < 0) and peer.gap_since is None:
             peer.gap_since = now
 
     # ---- rounds, time and liveness --------------------------------------------------------------------------
@@ -593,7 +651,7 @@ class GossipProtocol:
             link_up = peer.down_since is None
             if not peer.hello and link_up and now - peer.hello_sent_at >= self.gap_grace:
                 peer.hello_sent_at = now  # a lost hello (or a neighbour that started late)
-                out.append(self.message("hello", j, round=self.round, info=self.hello_info()))
+                out.append(self.message("hello", j, round=self.round, info=self.hello_info(j=j)))
             if self.finished and not peer.done and link_up and now - peer.done_sent_at >= self.gap_grace:
                 if peer.done_asks >= DONE_ASKS:
                     # j answered none of our dones and said nothing else: it finished and left (its
@@ -604,6 +662,11 @@ class GossipProtocol:
                 peer.done_sent_at = now
                 peer.done_asks += 1
                 out.append(self.message("done", j, round=self.round))
+            if self.asynchronous:  # no silent-neighbour rule (a slow neighbour is no gap); gaps only
+                if (peer.gap_since is not None and now - peer.gap_since >= self.gap_grace
+                        and now - peer.asked_at >= self.gap_grace):
+                    out.append(self.snapshot_request(j, now))
+                continue
             if peer.round >= self.round or self.round <= 0:
                 continue
             if peer.gap_since is None and self.wait_since is not None and now - self.wait_since >= self.gap_grace:
@@ -643,7 +706,8 @@ class GossipProtocol:
         A node that (re)joins while its neighbours are further on starts at their round:
         the rounds it missed are gone, and snapshots bring its copies up to date.
         """
-        ahead = [p.their_round for p in self.peers.values() if p.hello]
+        # Async: a node's ticks are its own; it never jumps to its neighbours' tick.
+        ahead = [] if self.asynchronous else [p.their_round for p in self.peers.values() if p.hello]
         target = min(max([start_round, *ahead]), rounds + 1)
         out = []
         if resume or target > start_round:

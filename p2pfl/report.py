@@ -10,13 +10,18 @@ A run folder gets, in ``DIR/plots/``:
                    final attack success (final accuracy without an attack)
 ``updates.png``    histograms of benign vs malicious weight-update values in sampled rounds
                    (needs ``updates/``, written by in-process runs of :mod:`p2pfl.experiment`)
+``wall.png``       benign accuracy (and attack success) against wall-clock time: every
+                   benign node's evaluations and the per-round (per-tick) benign mean
 ``distances.png``  L2 distance spread by round: pairwise distances among benign updates vs
                    each adversary's distance to them (from ``updates.jsonl``, else from the
                    attacks' own stealth statistics in ``metrics.jsonl``)
 
 A sweep folder (see :mod:`p2pfl.sweep`) gets one ``compare-<axis>.png`` per axis: final
 attack success and accuracy of every cell by that axis' values, and the attack success by
-round averaged over the cells sharing a value. Plots that lack their data are skipped.
+round averaged over the cells sharing a value, and one ``wall-<axis>.png``: the benign mean
+accuracy (and attack success) of every cell against wall-clock time, coloured by the axis'
+value (e.g. sync and async side by side when a sweep varies ``mode``). Plots that lack
+their data are skipped.
 
 Everything uses matplotlib's object API on the Agg canvas (no pyplot state, no display).
 """
@@ -369,6 +374,46 @@ def plot_distances(run: RunData, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def timed(config: RunConfig | None) -> bool:
+    """Whether wall-clock time is part of what a run studies: async mode, slow nodes or churn."""
+    if config is None:
+        return False
+    return (config.mode == "async" or config.speed != 1.0 or bool(config.churn)
+            or any(r.speed not in (None, 1.0) for r in config.roles))
+
+
+def plot_wall(run: RunData, path: Path) -> Path | None:
+    """Benign accuracy (and attack success) against wall-clock seconds since the nodes started.
+
+    Written for runs where time matters (:func:`timed`); other runs keep their plot set.
+    """
+    if not timed(run.config):
+        return None
+    recs = [r for r in run.records if r.get("role", "benign") == "benign" and "wall" in r and "accuracy" in r]
+    if not recs:
+        return None
+    rows = [row for row in run.rounds if "accuracy_mean" in row and "wall_mean" in row]
+    keys = [("accuracy", "test accuracy (fraction correct)", _BENIGN)]
+    if any("attack_success" in r for r in recs):
+        keys.append(("attack_success", "share of target examples classified as target", _ATTACK))
+    fig = _figure(6.0 * len(keys), 4.6)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, (key, label, color) in zip(axes, keys, strict=True):
+        pts = [(float(r["wall"]), float(r[key])) for r in recs if key in r]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=8, alpha=0.35, color=color,
+                   label="one benign node's evaluation")
+        if rows and f"{key}_mean" in rows[0]:
+            ax.plot(_col(rows, "wall_mean"), _col(rows, f"{key}_mean"), color="black", marker="o", ms=3,
+                    label="benign mean per round/tick (at its mean wall time)")
+        ax.set(xlabel="wall-clock time since start (s)", ylabel=label, ylim=(-0.03, 1.03),
+               title=f"{key.replace('_', ' ')} against wall time")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    mode = run.config.mode if run.config is not None else "sync"
+    _title(fig, run, f"accuracy against wall-clock time ({mode} mode)")
+    return _save(fig, path)
+
+
 def write_run_plots(run: str | Path | RunData | Any, dest: str | Path | None = None) -> list[Path]:
     """Write every plot a run supports; return the paths written.
 
@@ -385,7 +430,7 @@ def write_run_plots(run: str | Path | RunData | Any, dest: str | Path | None = N
     written = []
     for fn, name in ((plot_rounds, "rounds.png"), (plot_hops, "hops.png"),
                      (plot_topology, "topology.png"), (plot_update_histograms, "updates.png"),
-                     (plot_distances, "distances.png")):
+                     (plot_distances, "distances.png"), (plot_wall, "wall.png")):
         path = fn(data, dest / name)
         if path is not None:
             written.append(Path(path))
@@ -466,6 +511,48 @@ def plot_axis(axis: str, values: Sequence[Any], cells: Sequence[Mapping[str, Any
     return _save(fig, path)
 
 
+def _cell_config(cell: Mapping[str, Any]) -> RunConfig | None:
+    try:
+        return RunConfig.from_toml(Path(cell["run_dir"]) / "config.toml")
+    except (KeyError, OSError, ConfigError):
+        return None
+
+
+def plot_axis_wall(axis: str, values: Sequence[Any], cells: Sequence[Mapping[str, Any]], path: Path,
+                   title: str) -> Path | None:
+    """Benign mean accuracy (and attack success) of every cell against wall time, by axis value."""
+    done = [c for c in cells if any("wall_mean" in row and "accuracy_mean" in row
+                                    for row in (c.get("summary") or {}).get("rounds", []))]
+    if not done:
+        return None
+    if not any(timed(_cell_config(c)) for c in done):  # lock-step sweeps keep their plot set
+        return None
+    keys = [("accuracy_mean", "benign mean test accuracy")]
+    if any("attack_success_mean" in row for c in done for row in c["summary"]["rounds"]):
+        keys.append(("attack_success_mean", "attack success (benign mean)"))
+    fig = _figure(6.0 * len(keys), 4.8)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    cmap = _cmap("tab10")
+    for ax, (key, label) in zip(axes, keys, strict=True):
+        for k, v in enumerate(values):
+            first = True
+            for c in done:
+                if c["settings"].get(axis) != v:
+                    continue
+                rows = [row for row in c["summary"]["rounds"] if "wall_mean" in row and key in row]
+                if not rows:
+                    continue
+                ax.plot(_col(rows, "wall_mean"), _col(rows, key), marker="o", ms=3, alpha=0.8,
+                        color=cmap(k % 10), label=_label(v) if first else None)
+                first = False
+        ax.set(xlabel="wall-clock time since start (s)", ylabel=label, ylim=(-0.03, 1.03),
+               title=f"{label} against wall time")
+        ax.grid(alpha=0.3)
+        ax.legend(title=axis, fontsize=8)
+    fig.suptitle(f"{title}: by {axis} against wall-clock time (one line per cell)", fontsize=11)
+    return _save(fig, path)
+
+
 def write_sweep_plots(folder: str | Path, dest: str | Path | None = None) -> list[Path]:
     """One comparison plot per axis of the sweep in ``folder`` (``compare-<axis>.png``)."""
     from .sweep import load_sweep
@@ -479,6 +566,9 @@ def write_sweep_plots(folder: str | Path, dest: str | Path | None = None) -> lis
             continue
         safe = axis.replace(".", "-")
         path = plot_axis(axis, values, cells, dest / f"compare-{safe}.png", manifest.get("title", folder.name))
+        if path is not None:
+            written.append(path)
+        path = plot_axis_wall(axis, values, cells, dest / f"wall-{safe}.png", manifest.get("title", folder.name))
         if path is not None:
             written.append(path)
     return written

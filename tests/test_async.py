@@ -1,0 +1,453 @@
+"""Asynchronous mode (DESIGN.md section 8) on real in-process nodes over loopback sockets.
+
+Training is off in most tests (models only mix) and ``net.tick_period`` paces the ticks,
+so every test takes seconds. No assertion depends on timings beyond orderings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from p2pfl import wire
+from p2pfl.behaviour import Crafted, Honest, NodeView
+from p2pfl.cli import build_config
+from p2pfl.config import RunConfig
+from p2pfl.errors import ConfigError
+from p2pfl.launch import run_inprocess_async
+from p2pfl.node import Node
+from p2pfl.plan import Plan
+from p2pfl.transport import Transport
+
+
+class Recording:
+    """Honest behaviour that remembers x at the start of every tick."""
+
+    name = "benign"
+
+    def __init__(self) -> None:
+        self.x: dict[int, np.ndarray] = {}
+
+    def craft(self, view: NodeView) -> Crafted:
+        self.x[view.round] = view.x.copy()
+        return Honest().craft(view)
+
+
+def spread(models) -> float:
+    models = list(models)
+    return max(float(np.linalg.norm(a - b)) for a in models for b in models)
+
+
+def different_starts(plan: Plan, n: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {i: plan.x0 + rng.standard_normal(plan.dim).astype(np.float32) for i in range(n)}
+
+
+def async_config(make_config, **changes):
+    base = {"mode": "async", "train.epochs": 0, "net.tick_period": 0.1, "net.round_timeout": 20.0}
+    base.update(changes)
+    return make_config(**base)
+
+
+def assert_copies_exact(nodes: list[Node]) -> None:
+    by_id = {n.id: n for n in nodes}
+    for node in nodes:
+        for j, peer in node.peers.items():
+            assert wire.checksum(peer.copy) == wire.checksum(by_id[j].announced_to(node.id)), (node.id, j)
+            assert peer.round == by_id[j].protocol.announced_round(node.id), (node.id, j)
+
+
+# ---- configuration --------------------------------------------------------------------------------
+def test_mode_and_churn_are_validated_and_default_configs_keep_their_digest():
+    with pytest.raises(ConfigError) as err:
+        RunConfig(mode="lockstep")
+    assert err.value.args and "mode" in str(err.value)
+    with pytest.raises(ConfigError, match="churn"):
+        RunConfig(churn=({"nodes": [1], "leave": 2, "rejoin": 4},))  # sync mode: no churn
+    with pytest.raises(ConfigError, match="churn.rejoin"):
+        RunConfig(mode="async", churn=({"nodes": [1], "leave": 4, "rejoin": 2},))
+    with pytest.raises(ConfigError, match="speed"):
+        RunConfig(speed=0.0)
+    # New settings at their defaults do not enter the mapping: old runs keep their digest.
+    assert "mode" not in RunConfig().to_mapping() and "fanout" not in RunConfig().to_mapping()["net"]
+    cfg = build_config(None, {"mode": "async", "fanout": 1}, ("speed=0.5", "net.staleness=0.5"))
+    assert (cfg.mode, cfg.net.fanout, cfg.speed, cfg.net.staleness) == ("async", 1, 0.5, 0.5)
+    assert cfg.digest() != RunConfig().digest()
+    role = cfg.replace(roles=({"nodes": [2], "speed": 0.2},))
+    assert role.speed_of(2) == 0.2 and role.speed_of(1) == 0.5
+    assert RunConfig.from_mapping(role.to_mapping()) == role
+
+
+# ---- consensus ------------------------------------------------------------------------------------
+async def test_async_complete_graph_reaches_consensus(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=6)
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 4)
+    rec: dict[int, Recording] = {}
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        rec[node.id] = node.behaviour = Recording()
+
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    first = spread(init.values())
+    last = spread(result.final_models.values())
+    assert last < 0.1 * first, (first, last)
+    # every node ran every tick, records carry wall time and tick
+    for n in nodes:
+        assert [r["tick"] for r in n.history] == list(range(1, 7))
+        walls = [r["wall"] for r in n.history]
+        assert walls == sorted(walls)
+    assert_copies_exact(nodes)
+
+
+async def test_fanout_one_push_gossip_shrinks_the_spread(make_config):
+    cfg = async_config(make_config, topology="full", nodes=8, rounds=10, **{"net.fanout": 1})
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 8)
+    rec: dict[int, Recording] = {}
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        rec[node.id] = node.behaviour = Recording()
+
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    spreads = [spread(rec[i].x[t] for i in range(8)) for t in (1, 4, 7, 10)]
+    spreads.append(spread(result.final_models.values()))
+    assert all(b < a for a, b in zip(spreads, spreads[1:], strict=False)), spreads
+    for n in nodes:  # one neighbour per tick, chosen per node
+        assert all(len(r["announced_to"]) == 1 for r in n.history)
+        assert len({r["announced_to"][0] for r in n.history}) > 1
+    # per-neighbour public copies stay bit-identical with the sender's (deltas and checksums exact)
+    assert_copies_exact(nodes)
+    assert all(n.rejected.get("checksum", 0) == 0 for n in nodes)
+
+
+# ---- an adversary announcing 10x as often ---------------------------------------------------------
+class Noisy:
+    """Announces a fresh random model every tick (training off)."""
+
+    name = "noisy"
+
+    def craft(self, view: NodeView) -> Crafted:
+        rng = np.random.default_rng(view.round)
+        z = view.x + rng.standard_normal(view.x.shape[0]).astype(np.float32)
+        return Crafted(own=z, announce=z)
+
+
+async def test_a_fast_announcer_gets_no_more_merge_weight(make_config):
+    # Node 3 ticks ten times as often as the others (speed 1 vs 0.1) and runs ten times as
+    # many ticks; on the complete graph of 4 every W_ij is 1/4.
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=4, speed=0.1,
+                       **{"net.tick_period": 0.04}).replace(roles=({"nodes": [3], "speed": 1.0},))
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        if node.id == 3:
+            node.behaviour = Noisy()
+            node.rounds = 40
+            node.eval_every = 1000  # its ticks are paced by the tick period, not by evaluations
+
+    await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
+    by_id = {n.id: n for n in nodes}
+    assert len(by_id[3].history) == 40
+    for i in (0, 1, 2):
+        seen_fast = 0
+        for r in by_id[i].history:
+            w = r["weights"]
+            if "3" in w:
+                benign = [w[str(j)] for j in (0, 1, 2) if str(j) in w]
+                assert all(w["3"] <= b + 1e-12 for b in benign), w
+                assert w["3"] == pytest.approx(0.25)
+                seen_fast = max(seen_fast, r["peer_rounds"]["3"])
+        # it did announce far more often than the benign nodes (its copy's tick is far ahead)
+        assert seen_fast > 2 * len(by_id[i].history)
+
+
+async def test_staleness_discounts_old_copies(make_config):
+    cfg = async_config(make_config, topology="full", nodes=3, rounds=4, **{"net.staleness": 1.0})
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        if node.id == 2:
+            node.rounds = 1  # announces once, then only waits: its copy ages at the others
+
+    await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
+    node0 = next(n for n in nodes if n.id == 0)
+    last = node0.history[-1]
+    age = last["ages"]["2"]
+    assert age >= 1
+    assert last["weights"]["2"] == pytest.approx(node0.weights[2] / (1 + age), rel=1e-5)
+
+
+# ---- a straggler ----------------------------------------------------------------------------------
+async def test_a_straggler_does_not_hold_the_others_back(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=5).replace(
+        roles=({"nodes": [0], "speed": 0.2},))
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+    await run_inprocess_async(plan, keep_nodes=nodes)
+    last = {n.id: n.history[-1]["wall"] for n in nodes}
+    assert all(last[i] < last[0] for i in (1, 2, 3)), last
+    # the fast nodes were done with all their ticks before the slow one reached its third
+    slow_third = nodes[0].history[2]["wall"]
+    assert all(last[i] < slow_third for i in (1, 2, 3)), (last, slow_third)
+
+
+# ---- churn ----------------------------------------------------------------------------------------
+async def test_churn_nodes_leave_and_rejoin(make_config):
+    cfg = async_config(make_config, topology="ring", nodes=6, rounds=6).replace(
+        churn=({"nodes": [1, 4], "leave": 2, "rejoin": 4},))
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 6)
+    nodes: list[Node] = []
+    addresses: dict[int, tuple[Transport, str]] = {}
+
+    def configure(node: Node) -> None:
+        addresses[node.id] = (node.transport, node.transport.address)
+
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    by_id = {n.id: n for n in nodes}
+    for i in (1, 4):
+        assert [r["tick"] for r in by_id[i].history] == [1, 4, 5, 6]
+        assert by_id[i].left_at is not None
+        # it really closed its sockets and bound the same address again when it came back
+        assert by_id[i].transport is not addresses[i][0] and by_id[i].transport.address == addresses[i][1]
+    for i in (0, 2, 3, 5):
+        assert [r["tick"] for r in by_id[i].history] == list(range(1, 7))
+    # nobody waited for the departed: the others ticked while they were away
+    away_from = max(by_id[i].left_at for i in (1, 4))
+    back_at = min(by_id[i].history[1]["wall"] for i in (1, 4))
+    assert any(away_from < r["wall"] < back_at for i in (0, 2, 3, 5) for r in by_id[i].history)
+    # and every node finished because all neighbours said done (not because a timeout passed)
+    assert all(n.finish_complete for n in nodes)
+    assert spread(result.final_models.values()) < spread(init.values())
+
+
+async def test_a_node_that_leaves_for_good_is_skipped_by_liveness(make_config):
+    cfg = async_config(make_config, topology="ring", nodes=4, rounds=4,
+                       **{"net.dead_after": 0.5, "net.gap_grace": 0.2}).replace(
+        churn=({"nodes": [2], "leave": 2, "rejoin": 0},))
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+    await run_inprocess_async(plan, keep_nodes=nodes)
+    by_id = {n.id: n for n in nodes}
+    assert [r["tick"] for r in by_id[2].history] == [1]
+    for i in (1, 3):  # its neighbours finished because liveness marked it down, not by timeout
+        assert by_id[i].finish_complete and by_id[i].peers[2].down
+
+
+# ---- the sans-IO protocol in async mode ---------------------------------------------------------------
+D = 16
+
+
+def proto(node: int, neighbours, **kw):
+    from p2pfl.protocol import GossipProtocol
+
+    p = GossipProtocol(node_id=node, exp_id="exp", x0=np.zeros(D, np.float32), neighbours=neighbours,
+                       gap_grace=1.0, config_digest="exp", window=2, **kw)
+    for peer in p.peers.values():
+        peer.hello = True
+    return p
+
+
+def vec(node: int, t: int) -> np.ndarray:
+    return np.random.default_rng([node, t]).standard_normal(D).astype(np.float32)
+
+
+def rt(msg: wire.Message) -> wire.Message:
+    return wire.decode([bytes(f) for f in wire.encode(msg)], dim=D)
+
+
+def test_async_protocol_accepts_a_neighbour_far_ahead_and_never_asks_a_slow_one():
+    a, b = proto(0, [1], asynchronous=True), proto(1, [0], asynchronous=True)
+    b.begin_round(1, 0.0)  # b is slow: still at its tick 1
+    for t in range(1, 21):  # a announces 20 ticks (window is 2)
+        (msg,) = a.announce(t, vec(0, t))
+        b.receive(rt(msg), None, 0.01 * t)
+    assert b.rejected == {}
+    assert b.peers[0].round == 20 and np.array_equal(b.peers[0].copy, a.announced_to(1))
+    # b heard nothing from a for a long time: a slow neighbour is not a gap in async mode
+    c = proto(1, [0], asynchronous=True)
+    c.begin_round(5, 0.0)
+    assert c.tick(100.0) == []
+    # the same in sync mode rejects the far delta as "future"
+    s = proto(1, [0])
+    s.begin_round(1, 0.0)
+    a3 = proto(0, [1])
+    for t in range(1, 6):
+        (msg,) = a3.announce(t, vec(0, t))
+        s.receive(rt(msg), None, 0.0)
+    assert s.rejected.get("future", 0) >= 1
+
+
+def test_async_fanout_keeps_per_neighbour_copies_exact_and_repairs_gaps():
+    a = proto(0, [1, 2], asynchronous=True)
+    b, c = proto(1, [0], asynchronous=True), proto(2, [0], asynchronous=True)
+    peers = {1: b, 2: c}
+    lost = None
+    for t, targets in enumerate([[1], [2], [1], [1], [2], [1, 2]], start=1):
+        for msg in a.announce(t, vec(0, t), targets):
+            if t == 3:  # a's tick-3 delta to b is lost: b's chain breaks
+                lost = msg
+                continue
+            peers[msg.dst].receive(rt(msg), None, float(t))
+    assert lost is not None
+    assert a.announced_round(1) == 6 and a.announced_round(2) == 6
+    assert np.array_equal(c.peers[0].copy, a.announced_to(2)) and c.peers[0].round == 6
+    # b holds deltas it cannot apply: a gap, repaired by a snapshot request after the grace
+    assert b.peers[0].round == 1 and b.peers[0].gap_since is not None
+    assert b.tick(b.peers[0].gap_since + 0.5) == []
+    (req,) = b.tick(b.peers[0].gap_since + 1.1)
+    (snap,) = a.receive(rt(req), None, 10.0)
+    b.receive(rt(snap), None, 10.1)
+    assert b.peers[0].round == 6 and np.array_equal(b.peers[0].copy, a.announced_to(1))
+    assert b.rejected.get("checksum", 0) == 0
+
+
+# ---- wall-clock metrics and plots -----------------------------------------------------------------
+def test_async_run_writes_wall_time_metrics_and_plot(make_config, tmp_path):
+    from p2pfl.launch import run
+    from p2pfl.report import write_run_plots
+
+    cfg = make_config(topology="ring", nodes=4, rounds=2, mode="async", **{"net.round_timeout": 20.0})
+    result = run(cfg, out=tmp_path / "run")
+    assert all("wall" in r and r["tick"] == r["round"] for r in result.records)
+    rows = result.summary["rounds"]
+    assert [r["round"] for r in rows] == [1, 2] and all("wall_mean" in r for r in rows)
+    assert result.final["accuracy_mean"] > 0
+    names = {p.name for p in write_run_plots(tmp_path / "run")}
+    assert "wall.png" in names and (tmp_path / "run" / "plots" / "wall.png").stat().st_size > 10_000
+
+
+def test_a_sweep_over_mode_plots_both_against_wall_time(make_config, tmp_path):
+    from p2pfl.report import write_sweep_plots
+    from p2pfl.sweep import Sweep, run_sweep
+
+    base = make_config(topology="ring", nodes=3, rounds=2, **{"net.round_timeout": 20.0, "train.epochs": 1})
+    run_sweep(Sweep(base=base, axes={"mode": ["sync", "async"]}), tmp_path / "sw", plots=False)
+    names = sorted(p.name for p in write_sweep_plots(tmp_path / "sw"))
+    assert names == ["compare-mode.png", "wall-mode.png"]
+
+
+# ---- filters per merge ----------------------------------------------------------------------------
+class Loud:
+    """Announces its model plus a large random vector, as often as it can."""
+
+    name = "loud"
+
+    def craft(self, view: NodeView) -> Crafted:
+        rng = np.random.default_rng(view.round)
+        z = view.x + 50.0 * rng.standard_normal(view.x.shape[0]).astype(np.float32)
+        return Crafted(own=view.x.copy(), announce=z)
+
+
+async def test_topk_clip_bound_holds_per_async_merge(make_config):
+    tau, kappa = 0.5, 0.05
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=4, speed=0.25,
+                       **{"defence.name": "topk-clip", "defence.tau": tau, "defence.kappa": kappa,
+                          "net.tick_period": 0.04}).replace(roles=({"nodes": [3], "speed": 1.0},))
+    plan = Plan.build(cfg)
+    merges: list[tuple[int, object, object]] = []
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        if node.id == 3:
+            node.behaviour, node.filter, node.rounds = Loud(), None, 16
+            return
+        real = node.filter
+
+        def recording(props, ctx, real=real, i=node.id):
+            result = real(props, ctx)
+            merges.append((i, props, result))
+            return result
+
+        recording.name = real.name
+        node.filter = recording
+
+    await run_inprocess_async(plan, keep_nodes=nodes, configure=configure)
+    k = min(plan.dim, max(1, round(kappa * plan.dim)))
+    assert 0 < len(merges) <= 3 * 4  # a tick that has heard from nobody yet has no proposals to filter
+    loud_seen = 0
+    for _i, props, result in merges:
+        assert np.count_nonzero(result.update) <= k
+        for j, w in zip(props.ids, props.w, strict=True):
+            assert w == pytest.approx(0.25)  # W_ij, never more for announcing more often
+            assert result.norm_out[j] <= w * tau * (1 + 1e-5) + 1e-7, (j, result.norm_out[j])
+        loud_seen += 3 in props.ids
+    assert loud_seen > 0
+
+
+@pytest.mark.slow
+def test_async_with_one_process_per_node_and_churn(make_config, tmp_path):
+    from p2pfl.launch import run
+
+    # node 1 is slow; node 3 leaves at tick 2 and rejoins at tick 4 (the same code path as in-process)
+    cfg = make_config(topology="ring", nodes=4, rounds=4, mode="async",
+                      **{"train.epochs": 0, "net.tick_period": 0.2, "net.fanout": 1}).replace(
+        roles=({"nodes": [1], "speed": 0.5},), churn=({"nodes": [3], "leave": 2, "rejoin": 4},))
+    result = run(cfg, out=tmp_path / "procs", processes=True)
+    expected = [(i, t) for i in range(4) for t in (1, 2, 3, 4) if not (i == 3 and t in (2, 3))]
+    assert sorted((r["node"], r["tick"]) for r in result.records) == expected
+    assert all(len(r["announced_to"]) == 1 for r in result.records)
+
+
+async def test_a_time_budget_ends_the_ticks(make_config):
+    cfg = async_config(make_config, topology="ring", nodes=3, rounds=100, time_budget=1.0,
+                       **{"net.tick_period": 0.2})
+    nodes: list[Node] = []
+    result = await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    for n in nodes:
+        assert 1 <= len(n.history) < 100
+    assert all(n.finish_complete for n in nodes)
+    # the summary's final row is every node's last evaluation, whatever tick it ended at
+    assert result.final["benign"] == 3 and "accuracy_mean" in result.final
+    assert result.final["round"] == max(len(n.history) for n in nodes)
+    with pytest.raises(ConfigError, match="time_budget"):
+        RunConfig(time_budget=5.0)  # sync mode runs every round
+
+
+async def test_async_with_lost_and_reordered_messages_repairs_gaps(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=8,
+                       **{"net.loss": 0.25, "net.reorder": 0.2, "net.gap_grace": 0.15, "net.fanout": 2,
+                          "net.round_timeout": 3.0})  # a lost last "done" costs the round timeout
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 4)
+    nodes: list[Node] = []
+    kinds: list[str] = []
+
+    class Counting(Transport):
+        async def send(self, dst, frames):
+            kinds.append(wire.decode(frames).kind)
+            return await super().send(dst, frames)
+
+    result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, transport_factory=Counting)
+    assert spread(result.final_models.values()) < 0.5 * spread(init.values())
+    assert all(len(n.history) == 8 for n in nodes)
+    assert sum(n.transport.fault_counts["dropped"] for n in nodes) > 0
+    # deltas after a lost one were held, then a snapshot repaired the chain: every applied
+    # delta gave the sender's copy (no checksum errors), and snapshots were asked for
+    assert all(n.rejected.get("checksum", 0) == 0 for n in nodes)
+    assert kinds.count("snapshot_req") > 0 and kinds.count("snapshot") > 0
+
+
+async def test_a_departed_node_is_seen_down_and_resyncs_exactly_on_return(make_config, caplog):
+    # Node 1 is away for 4 ticks of 0.2 s, longer than dead_after: its neighbours' liveness
+    # sees the closed link and skips it; when it is back, every copy is repaired exactly.
+    cfg = async_config(make_config, topology="ring", nodes=6, rounds=12,
+                       **{"net.tick_period": 0.2, "net.dead_after": 0.3, "net.gap_grace": 0.2}).replace(
+        churn=({"nodes": [1], "leave": 2, "rejoin": 6},))
+    nodes: list[Node] = []
+    with caplog.at_level("WARNING", logger="p2pfl.node"):
+        await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    assert "neighbour 1 is down" in caplog.text
+    by_id = {n.id: n for n in nodes}
+    assert [r["tick"] for r in by_id[1].history] == [1, *range(6, 13)]
+    assert_copies_exact(nodes)
+    assert all(n.finish_complete for n in nodes)
+    # refused at most: deltas queued before a snapshot overtook them (stale) and a request
+    # while the snapshot pushed on reconnect was in flight (busy); nothing else
+    assert all(set(n.rejected) <= {"stale", "busy"} for n in nodes), [n.rejected for n in nodes]
+    assert not by_id[0].peers[1].down and not by_id[2].peers[1].down
