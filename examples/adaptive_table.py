@@ -119,8 +119,8 @@ def _find(rows: Sequence[Mapping[str, Any]], **match: Any) -> Mapping[str, Any] 
     return None
 
 
-def table(rows: Sequence[Mapping[str, Any]], backdoor: str, taus: Sequence[Any]) -> str:
-    lines = [f"### Backdoor `{backdoor}`", "",
+def table(rows: Sequence[Mapping[str, Any]], backdoor: str, taus: Sequence[Any], budget: float = 1.0) -> str:
+    lines = [f"### Backdoor `{backdoor}`, attacker budget {budget:g} x its tau estimate (attack.budget)", "",
              "| graph | defence | " + " | ".join(f"kappa = {k:g}" for k in KAPPAS) + " |",
              "|---|---|" + "---|" * len(KAPPAS)]
     for topo in ("ring", "full"):
@@ -163,7 +163,8 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def plot(rows: Sequence[Mapping[str, Any]], backdoors: Sequence[str], taus: Sequence[Any], path: Path) -> Path:
+def plot(rows: Sequence[Mapping[str, Any]], backdoors: Sequence[str], taus: Sequence[Any], path: Path,
+         budget: float = 1.0) -> Path:
     fig = _figure(5.0 * 2, 3.8 * len(backdoors))
     axes = fig.subplots(len(backdoors), 2, squeeze=False)
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
@@ -193,9 +194,10 @@ def plot(rows: Sequence[Mapping[str, Any]], backdoors: Sequence[str], taus: Sequ
             ax.set(ylim=(-0.03, 1.03), xlabel="kappa (filter's and attacker's)",
                    ylabel="attack success at hop 1", title=f"{topo} of 10, backdoor {backdoor}")
             ax.grid(alpha=0.3)
-            if b == 0 and t == 0:
-                ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("The adaptive attacker against topk-clip (1 adversary, 20 rounds)", fontsize=11)
+            if b == 0 and t == 1:
+                ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
+    fig.suptitle(f"The adaptive attacker against topk-clip (1 adversary, 20 rounds, attacker budget "
+                 f"{budget:g} x its tau estimate)", fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
@@ -236,11 +238,12 @@ def main(argv: list[str] | None = None) -> str:
         print(f"wall time {time.perf_counter() - started:.0f} s", file=sys.stderr)
     rows = collect(out)
     done = [b for b in ("trigger", "single", "class") if any(r["backdoor"] == b for r in rows)]
-    text = "\n\n".join(table(rows, b, taus) for b in done)
+    budget = float(overrides.get("attack.budget", 1.0))
+    text = "\n\n".join(table(rows, b, taus, budget) for b in done)
     (out / "adaptive_table.md").write_text(text + "\n", encoding="utf-8")
     (out / "adaptive_table.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     if rows:
-        plot(rows, done, taus, out / "adaptive_table.png")
+        plot(rows, done, taus, out / "adaptive_table.png", budget)
     print(text)
     return text
 
