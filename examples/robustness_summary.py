@@ -13,7 +13,9 @@ writes into ``--out``:
                  cell ``accuracy / attack success / stealthy rounds`` at the final round;
                  then, for each filter, the attack that does best against it and, for each
                  attack, the filter that does best against it;
-``summary.md``   only the two "best" tables (what README's "Robustness matrix" shows).
+``summary.md``   only the two "best" tables and the list of cells where the backdoor landed
+                 through a filter (final success >= 0.5 or hop-1 peak >= 0.8): what README's
+                 "Robustness matrix" shows.
 
 "Best attack against a filter": the highest final attack success (mean over benign nodes),
 ties broken by the peak hop-1 success over the rounds, then by the lower accuracy.
@@ -31,6 +33,7 @@ import json
 from pathlib import Path
 
 TOPOLOGIES = ("full", "ring", "small-world")
+BREAK_FINAL, BREAK_HOP1 = 0.5, 0.8  # a cell counts as "the backdoor landed" at either
 TITLES = {"full": "complete graph of 10, 1 adversary", "ring": "ring of 10, 2 adversaries",
           "small-world": "small world of 20 (k = 4, p = 0.1), 1 adversary"}
 
@@ -154,6 +157,16 @@ def main() -> None:
             md.append(f"| {a} ({bd}) | " + " | ".join(cell_text(sel.get(f)) for f in filters) + " |")
         md.append("")
     best = best_tables(rows, topos, filters, attacks)
+    best += ["", f"### Where a filter breaks (final attack success >= {BREAK_FINAL} or hop-1 peak >= {BREAK_HOP1})", ""]
+    for t in topos:
+        broken = [r for r in rows if r["topology"] == t and r["defence.name"] != "none" and done(r)
+                  and (float(r["attack_success"]) >= BREAK_FINAL or (r["hop1_peak"] or 0.0) >= BREAK_HOP1)]
+        landed = [r for r in rows if r["topology"] == t and r["defence.name"] == "none" and done(r)
+                  and (float(r["attack_success"]) >= BREAK_FINAL or (r["hop1_peak"] or 0.0) >= BREAK_HOP1)]
+        text = ", ".join(f"{r['defence.name']} vs {label(r)} ({float(r['attack_success']):.2f} "
+                         f"[{(r['hop1_peak'] or 0):.2f}])" for r in broken) or "nowhere"
+        best.append(f"- {t}: {text}. Without a filter the backdoor lands for: "
+                    + (", ".join(label(r) for r in landed) or "no attack") + ".")
     (args.out / "results.md").write_text("\n".join(md + best) + "\n", encoding="utf-8")
     (args.out / "summary.md").write_text("\n".join(best) + "\n", encoding="utf-8")
     print(f"{len(rows)} cells ({n_done} finished) -> {args.out}/results.csv, results.md, summary.md")
