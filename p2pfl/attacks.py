@@ -202,6 +202,7 @@ SOURCES = ("updates", "deltas")
 MAL_OPTIMIZERS = ("node", "sgd", "adam")
 REFS = ("start", "benign")  # pgd / neurotoxin: the centre of the ball
 NORMS = ("l2", "linf")
+EPS_FROM = ("norm", "spread")  # pgd / neurotoxin: what eps_rel multiplies
 MASK_FROM = ("own", "neighbours")
 PERTURBATIONS = ("unit", "sign", "std")  # minmax / minsum (p2pfl.adaptive)
 
@@ -227,7 +228,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "minsum": ("perturb", "gamma_init", "source", "delay", "equivocate"),
     "adaptive": ("kappa", "tau", "budget", "support", "mal_epochs", "delay"),
 }
-_PROJECTED = ("eps", "eps_rel", "ref", "norm", "project_every", "mal_epochs", *_MALICIOUS, "delay")
+_PROJECTED = ("eps", "eps_rel", "eps_from", "ref", "norm", "project_every", "mal_epochs", *_MALICIOUS, "delay")
 PARAMS.update({  # p2pfl.constrained
     "pgd": _PROJECTED,
     "neurotoxin": (*_PROJECTED, "ratio", "mask_from", "source"),
@@ -426,6 +427,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eps": lambda k, v: _real(k, v, 0.0, open_lo=True),
     # p2pfl.constrained
     "eps_rel": lambda k, v: _real(k, v, 0.0, open_lo=True),
+    "eps_from": lambda k, v: _choice(k, v, EPS_FROM),
     "ref": lambda k, v: _choice(k, v, REFS),
     "norm": lambda k, v: _choice(k, v, NORMS),
     "project_every": lambda k, v: _integer(k, v, 1),

@@ -15,6 +15,20 @@ reference of their bound, and the denominator of ``norm_ratio``. Notation as in
                ``ref`` = x (``ref = "start"``, default) or x + b (``"benign"``). eps is ``eps``
                (absolute) or ``eps_rel`` times the norm of b in the same norm (default
                eps_rel = 1: the update is no larger than an honest one). Announces w.
+               ``eps_from = "spread"`` (default ``"norm"``) makes eps_rel multiply the
+               margin of the distance-spread stealth test instead of ||b||: m = max_{i,j}
+               ||d_i - d_j|| - max_j ||b' - d_j||, over the benign neighbours' round t-1
+               updates d_j and its own honest update b' of round t-1 (so it is the
+               test of :class:`~p2pfl.attacks.Attack` applied to its own honest update, one
+               round late, the newest it can evaluate), 0 when negative or unknown (round
+               1, fewer than two benign neighbours). With ``ref = "benign"`` and eps_rel <= 1
+               the triangle inequality gives ||u - d_j|| <= ||u - b|| + ||b - d_j|| <= m +
+               max_j ||b - d_j||, which is within the benign spread whenever this round's
+               spread and own distance are those of the last round: the "bounded by
+               construction" of a ball of radius ||b|| does not hold for this test (the benign
+               updates of a round are much closer to each other than ||b||), this does, up
+               to the change between rounds. L-infinity: eps = eps_rel m / sqrt(d), the box
+               inside that ball.
 ``neurotoxin`` Zhang et al. ICML 2022: pgd on the coordinates outside the top ``ratio``
                (default 0.1) of |g|, g the benign direction: the own honest update b
                (``mask_from = "own"``) or b plus the neighbours' last updates weighted by
@@ -58,7 +72,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attacks import Attack, _Loop, _steps_per_epoch, boost, weighted_sum
+from .attacks import Attack, _Loop, _steps_per_epoch, boost, distances, pairwise, weighted_sum
 from .behaviour import Crafted, NodeView
 
 
@@ -123,10 +137,23 @@ class PGD(_Constrained):
         """Coordinates allowed to move (1.0) or frozen (0.0); None: all move."""
         return None
 
-    def radius(self, b: np.ndarray) -> float:
+    def radius(self, view: NodeView, b: np.ndarray) -> float:
         if "eps" in self.params:
             return float(self.params["eps"])
-        return float(self.params.get("eps_rel", 1.0)) * norm_of(b, self.params.get("norm", "l2"))
+        rel = float(self.params.get("eps_rel", 1.0))
+        norm = self.params.get("norm", "l2")
+        if self.params.get("eps_from", "norm") == "spread":
+            m = self.margin(view)
+            return rel * (m / math.sqrt(max(b.size, 1)) if norm == "linf" else m)
+        return rel * norm_of(b, norm)
+
+    def margin(self, view: NodeView) -> float:
+        """The distance-spread test's margin of its own honest update of round t-1 (L2, >= 0)."""
+        last = getattr(self, "_last_benign", None)
+        ups = list(self.updates(view, "updates").values())
+        if last is None or last[0] != view.round - 1 or len(ups) < 2:
+            return 0.0
+        return max(0.0, max(pairwise(ups)) - max(distances([last[1]], ups)))
 
     @torch.no_grad()
     def project(self, loop: _Loop, ref: list[torch.Tensor], eps: float, norm: str) -> None:
@@ -149,7 +176,8 @@ class PGD(_Constrained):
         norm = self.params.get("norm", "l2")
         centre = x if self.params.get("ref", "start") == "start" else \
             (x + (b if mask is None else b * mask)).astype(np.float32)
-        eps = self.radius(b)
+        eps = self.radius(view, b)
+        self._last_benign = (view.round, b)
         loop = _Loop(view.trainer, x)
         opt = loop.optimizer(self.mal_optimizer, self.mal_lr)
         ref = _split(centre, loop.params)
@@ -186,7 +214,7 @@ class PGD(_Constrained):
         if mask is not None:
             d = d * mask  # already 0 there; makes the zeros exact whatever the float rounding
         un = norm_of(d)
-        info = {"eps": eps, "update_norm": un, "benign_update_norm": bnorm,
+        info = {"eps": eps, "update_norm": un, "benign_update_norm": bnorm, "eps_rel_norm": eps / bnorm if bnorm > 0 else 0.0,
                 "norm_ratio": un / bnorm if bnorm > 0 else 0.0, **self.mal_loss(loop),
                 "ref_dist": norm_of(np.subtract(w, centre, dtype=np.float32), norm)}
         if mask is not None:

@@ -612,6 +612,45 @@ def test_pgd_eps_rel_defaults_to_the_own_benign_update_norm(monkeypatch, x0):
     assert twice.craft(view_for(tiny_trainer(), x0)).info["eps"] == 0.01
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_pgd_eps_from_spread_is_the_distance_tests_margin_of_the_last_honest_update(monkeypatch, x0, norm):
+    from p2pfl.attacks import distances, pairwise
+    from p2pfl.constrained import PGD
+
+    seen = recording_projections(monkeypatch, PGD)
+    atk = build_attack("pgd", {"eps_from": "spread", "ref": "benign", "norm": norm, "mal_epochs": 2},
+                       plan=tiny_plan(), node=0)
+    first = atk.craft(view_for(tiny_trainer(), x0))
+    # round 1: no neighbour update seen yet, so no margin: the ball is the point x + b, the honest model
+    assert first.info["eps"] == 0.0 and all(s[0] == 0.0 for s in seen)
+    b1 = atk._last_benign[1]
+    assert atk._last_benign[0] == 1 and float(np.linalg.norm(b1)) > 0
+    np.testing.assert_allclose(np.subtract(first.announce, x0, dtype=np.float64), b1, atol=1e-6)
+    # round 2: the benign neighbours' round-1 updates d_j around b1, at distances 0.5..1.5 x ||b1|| / 10
+    rng = np.random.default_rng(0)
+    scale = float(np.linalg.norm(b1)) / 10
+    d = {j: (b1 + scale * (0.5 + 0.5 * (j - 1)) * rng.standard_normal(b1.shape) / np.sqrt(b1.size)).astype(np.float32)
+         for j in (1, 2, 3)}
+    margin = max(pairwise(list(d.values()))) - max(distances([b1], list(d.values())))
+    assert margin > 0
+    seen.clear()
+    x1 = np.asarray(first.own, dtype=np.float32)
+    second = atk.craft(view_for(tiny_trainer(), x1, round_=2, public={j: x0 + d[j] for j in d}))
+    eps = margin if norm == "l2" else margin / np.sqrt(b1.size)
+    assert second.info["eps"] == pytest.approx(eps, rel=1e-6)
+    k = 0 if norm == "l2" else 1
+    assert seen and all(s[k] <= eps * (1 + 1e-5) for s in seen)
+    b2 = atk._last_benign[1]
+    u = np.subtract(second.announce, x1, dtype=np.float64)
+    assert float(np.linalg.norm(u - b2)) <= margin * (1 + 1e-4)  # ||u - b|| <= m: the triangle bound
+    # fewer than two benign updates: no spread, no margin
+    lone = build_attack("pgd", {"eps_from": "spread", "ref": "benign"}, plan=tiny_plan(), node=0)
+    lone.craft(view_for(tiny_trainer(), x0, weights={1: 0.5}))
+    assert lone.craft(view_for(tiny_trainer(), x0, round_=2, weights={1: 0.5}, public={1: x0 + d[1]})).info["eps"] == 0.0
+    with pytest.raises(ConfigError, match="eps_from"):
+        build_attack("pgd", {"eps_from": "median"}, plan=tiny_plan(), node=0)
+
+
 def test_pgd_trains_the_backdoor_into_the_model(x0):
     plan = tiny_plan()
     trainer = tiny_trainer()
