@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import PERTURBATIONS, Attack, _Loop, _StatisticalAttack, _steps_per_epoch
+from .attacks import PERTURBATIONS, Attack, _StatisticalAttack
 from .behaviour import Crafted, NodeView
 from .filters import topk_indices
 
@@ -328,18 +328,8 @@ class Adaptive(_GraphAware):
         return min(d, max(1, round(fraction * d)))
 
     def poisoned_model(self, view: NodeView) -> np.ndarray:
-        """w: train from x on the own shard with the backdoor mixed into every batch
-        (:meth:`p2pfl.backdoor.Backdoor.poison`: the aux set appended for ``single``)."""
-        data, backdoor = view.data, self.backdoor
-        assert backdoor is not None
-        loop = _Loop(view.trainer, view.x)
-        opt = loop.optimizer()
-        batches = loop.batches(len(data))
-        epochs = self.mal_epochs if self.mal_epochs is not None else max(view.epochs, 1)
-        for _ in range(epochs * _steps_per_epoch(view.trainer, data)):
-            idx = next(batches)
-            loop.step(opt, *backdoor.poison(data.x[idx], data.y[idx], view.trainer.generator))
-        return loop.flat()
+        """w: the backdoor trained into the own shard (:meth:`Attack.poisoned_training`)."""
+        return self.poisoned_training(view)[0]
 
     def estimate_tau(self, i: int, ups: Mapping[int, np.ndarray], own: float) -> float:
         """tau_hat of receiver i (step 1 of the class docstring)."""

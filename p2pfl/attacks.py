@@ -641,6 +641,20 @@ class Attack:
             self._honest_model = _honest(view)
         return self._honest_model
 
+    def poisoned_training(self, view: NodeView) -> tuple[np.ndarray, _Loop]:
+        """w: ``mal_epochs`` (default E) epochs from x on the own shard with the backdoor mixed
+        into every batch (:meth:`p2pfl.backdoor.Backdoor.poison`); also the loop, for losses."""
+        data, backdoor = view.data, self.backdoor
+        assert backdoor is not None
+        loop = _Loop(view.trainer, view.x)
+        opt = loop.optimizer()
+        batches = loop.batches(len(data))
+        epochs = self.mal_epochs if self.mal_epochs is not None else max(view.epochs, 1)
+        for _ in range(epochs * _steps_per_epoch(view.trainer, data)):
+            idx = next(batches)
+            loop.step(opt, *backdoor.poison(data.x[idx], data.y[idx], view.trainer.generator))
+        return loop.flat(), loop
+
     # ---- estimation ----
     def updates(self, view: NodeView, source: str | None = None) -> dict[int, np.ndarray]:
         """d_j for the benign neighbours: their updates of round t-1 (empty in round 1)."""
@@ -938,16 +952,8 @@ class Replace(Attack):
     name = "replace"
 
     def attack(self, view: NodeView) -> Crafted:
-        data, aux, backdoor = view.data, self.aux, self.backdoor
-        assert backdoor is not None
-        loop = _Loop(view.trainer, view.x)
-        opt = loop.optimizer()
-        batches = loop.batches(len(data))
-        epochs = self.mal_epochs if self.mal_epochs is not None else max(view.epochs, 1)
-        for _ in range(epochs * _steps_per_epoch(view.trainer, data)):
-            idx = next(batches)
-            loop.step(opt, *backdoor.poison(data.x[idx], data.y[idx], view.trainer.generator))
-        w = loop.flat()
+        aux = self.aux
+        w, loop = self.poisoned_training(view)
         d = np.subtract(w, view.x, dtype=np.float32)
         info = {"lam": self.lam, **({"mal_loss": loop.loss(aux)} if aux is not None and len(aux) else {})}
         return self.emit(view, d, self.lam, info)

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,7 @@ from .protocol import GossipProtocol, Peer, Rejection, settings_difference
 from .transport import Inbound, Transport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _DECODE_IN_THREAD = 1 << 20  # messages larger than this are decoded off the event loop
 
@@ -86,6 +87,21 @@ class LogLimiter:
     def take_suppressed(self) -> int:
         n, self.suppressed = self.suppressed, 0
         return n
+
+
+class _ProtocolState(Generic[T]):
+    """A Node attribute that is the protocol's attribute of the same name (one source of truth)."""
+
+    def __init__(self, name: str, *, readonly: bool = False, convert: Callable[[Any], Any] | None = None) -> None:
+        self.name, self.readonly, self.convert = name, readonly, convert
+
+    def __get__(self, node: Node | None, owner: type) -> Any:
+        return self if node is None else getattr(node.protocol, self.name)
+
+    def __set__(self, node: Node, value: T) -> None:
+        if self.readonly:
+            raise AttributeError(f"{self.name} is the protocol's; change node.protocol.{self.name}")
+        setattr(node.protocol, self.name, self.convert(value) if self.convert else value)
 
 
 class Node:
@@ -220,65 +236,14 @@ class Node:
         self.merge_dropped = 0  # contributions dropped because the merge would be non-finite
 
     # ---- the protocol's state, as attributes (checkpoints, tests, attacks' views) ------------------------
-    @property
-    def peers(self) -> dict[int, Peer]:
-        return self.protocol.peers
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        return self.protocol.rejected
-
-    @rejected.setter
-    def rejected(self, value: Mapping[str, int]) -> None:
-        self.protocol.rejected = dict(value)
-
-    @property
-    def round(self) -> int:
-        return self.protocol.round
-
-    @round.setter
-    def round(self, value: int) -> None:
-        self.protocol.round = value
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.protocol.settings
-
-    @settings.setter
-    def settings(self, value: Mapping[str, Any]) -> None:
-        self.protocol.settings = dict(value)
-
-    @property
-    def gap_grace(self) -> float:
-        return self.protocol.gap_grace
-
-    @gap_grace.setter
-    def gap_grace(self, value: float) -> None:
-        self.protocol.gap_grace = float(value)
-
-    @property
-    def pub_shared(self) -> np.ndarray:
-        return self.protocol.pub_shared
-
-    @pub_shared.setter
-    def pub_shared(self, value: np.ndarray) -> None:
-        self.protocol.pub_shared = value
-
-    @property
-    def pub_private(self) -> dict[int, np.ndarray]:
-        return self.protocol.pub_private
-
-    @pub_private.setter
-    def pub_private(self, value: dict[int, np.ndarray]) -> None:
-        self.protocol.pub_private = value
-
-    @property
-    def pub_round(self) -> int:
-        return self.protocol.pub_round
-
-    @pub_round.setter
-    def pub_round(self, value: int) -> None:
-        self.protocol.pub_round = value
+    peers = _ProtocolState[dict[int, Peer]]("peers", readonly=True)
+    rejected = _ProtocolState[dict[str, int]]("rejected", convert=dict)
+    round = _ProtocolState[int]("round")
+    settings = _ProtocolState[dict[str, Any]]("settings", convert=dict)
+    gap_grace = _ProtocolState[float]("gap_grace", convert=float)
+    pub_shared = _ProtocolState[np.ndarray]("pub_shared")
+    pub_private = _ProtocolState[dict[int, np.ndarray]]("pub_private")
+    pub_round = _ProtocolState[int]("pub_round")
 
     def announced_to(self, j: int) -> np.ndarray:
         """The model neighbour j holds as ours (our public copy towards j)."""
