@@ -391,6 +391,20 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def _disjoint_nodes(field: str, groups: list[tuple[int, ...]], n: int, entry: str) -> set[int]:
+    """Check that node-id groups lie in 0..n-1 and do not overlap; returns their union."""
+    seen: set[int] = set()
+    for nodes in groups:
+        outside = [i for i in nodes if i >= n]
+        if outside:
+            raise ConfigError(field, outside, f"node ids in 0..{n - 1}")
+        twice = seen.intersection(nodes)
+        if twice:
+            raise ConfigError(field, sorted(twice), f"each node in at most {entry}")
+        seen.update(nodes)
+    return seen
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """Everything that defines an experiment. Build with :meth:`from_mapping` or keywords."""
@@ -441,15 +455,7 @@ class RunConfig:
         if not all(isinstance(r, RoleConfig) for r in roles):
             raise ConfigError("roles", self.roles, "a list of [[roles]] tables")
         object.__setattr__(self, "roles", roles)
-        seen: set[int] = set()
-        for r in roles:
-            outside = [i for i in r.nodes if i >= self.nodes]
-            if outside:
-                raise ConfigError("roles.nodes", outside, f"node ids in 0..{self.nodes - 1}")
-            twice = seen.intersection(r.nodes)
-            if twice:
-                raise ConfigError("roles.nodes", sorted(twice), "each node in at most one role")
-            seen.update(r.nodes)
+        seen = _disjoint_nodes("roles.nodes", [r.nodes for r in roles], self.nodes, "one role")
         listed_adv = sum(len(r.nodes) for r in roles if r.adversarial)
         free = self.nodes - len(seen)
         if self.adversaries > free:
@@ -470,15 +476,7 @@ class RunConfig:
         if churn and self.mode != "async":
             raise ConfigError("churn", [dict(nodes=list(c.nodes), leave=c.leave, rejoin=c.rejoin) for c in churn],
                               "empty unless mode = 'async' (sync rounds would wait for departed nodes)")
-        leaving: set[int] = set()
-        for c in churn:
-            outside = [i for i in c.nodes if i >= self.nodes]
-            if outside:
-                raise ConfigError("churn.nodes", outside, f"node ids in 0..{self.nodes - 1}")
-            twice = leaving.intersection(c.nodes)
-            if twice:
-                raise ConfigError("churn.nodes", sorted(twice), "each node in at most one [[churn]] entry")
-            leaving.update(c.nodes)
+        _disjoint_nodes("churn.nodes", [c.nodes for c in churn], self.nodes, "one [[churn]] entry")
 
     def speed_of(self, node: int) -> float:
         """Node's compute speed: its role's ``speed``, else the run's."""

@@ -445,6 +445,53 @@ class Node:
         }
         return z + result.update, stats
 
+    async def _merge_and_record(self, t: int, crafted: Crafted, included: list[int], skipped: list[int],
+                                t0: float, times: dict[str, float], mix: Mapping[int, float] | None = None,
+                                **fields: Any) -> None:
+        """Steps 4 and after of a round (sync) or tick (async): filter and merge, evaluate,
+        checkpoint, then emit the record (``times`` and ``fields`` are the caller's part of it).
+        ``mix``: the mixing weights of this merge (async staleness); ``None``: W_ij."""
+        t_merge0 = time.perf_counter()
+        # The copies are replaced (never modified in place) by the receiver: this mapping is a
+        # consistent view for the merge thread.
+        copies = {j: self.peers[j].copy for j in included}
+        self.x, filter_stats, dropped = await self._in_executor(self._merge, t, crafted.own, included,
+                                                                copies, mix)
+        if dropped:
+            self.merge_dropped += len(dropped)
+            for j in dropped:
+                self.protocol.reject(j, "nonfinite-merge", f"round {t}: contribution would make the model non-finite")
+            self._log_rejections()
+        t_merge = time.perf_counter()
+        due = t % self.eval_every == 0 or t == self.rounds
+        metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
+        t_eval = time.perf_counter()
+        record: dict[str, Any] = {
+            "round": t,
+            "tick": t,
+            "node": self.id,
+            "role": self.role,
+            "wall": round(t_eval - self._t_start, 4),
+            **metrics,
+            "heard": len(included),
+            "skipped": skipped,
+            **fields,
+            "rejected": dict(self.rejected),
+            "time": {**times, "merge": round(t_merge - t_merge0, 4), "eval": round(t_eval - t_merge, 4),
+                     "round": round(t_eval - t0, 4)},
+        }
+        faults = getattr(self.transport, "fault_counts", None)
+        if faults:  # injected network faults on this node's outgoing links, so far
+            record["faults"] = {k: v for k, v in faults.items() if v}
+        if filter_stats:
+            record["filter"] = filter_stats
+        if crafted.info:
+            record["attack"] = crafted.info
+        await self._checkpoint(False)  # before the record: a record never outruns its checkpoint
+        self.history.append(record)
+        if self._on_record is not None:
+            self._on_record(record)
+
     async def _round(self, t: int) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
@@ -465,44 +512,8 @@ class Node:
                         self.id, t, self.round_timeout, skipped)
         elif skipped:
             log.info("node %d: round %d without %s (down)", self.id, t, skipped)
-        # The copies are replaced (never modified in place) by the receiver: this mapping is a
-        # consistent view for the merge thread.
-        copies = {j: self.peers[j].copy for j in included}
-        self.x, filter_stats, dropped = await self._in_executor(self._merge, t, crafted.own, included, copies)
-        if dropped:
-            self.merge_dropped += len(dropped)
-            for j in dropped:
-                self.protocol.reject(j, "nonfinite-merge", f"round {t}: contribution would make the model non-finite")
-            self._log_rejections()
-        t_merge = time.perf_counter()
-        due = t % self.eval_every == 0 or t == self.rounds
-        metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
-        t_eval = time.perf_counter()
-        record: dict[str, Any] = {
-            "round": t,
-            "tick": t,
-            "node": self.id,
-            "role": self.role,
-            "wall": round(time.perf_counter() - self._t_start, 4),
-            **metrics,
-            "heard": len(included),
-            "skipped": skipped,
-            "rejected": dict(self.rejected),
-            "time": {"train": round(t_train - t0, 4), "wait": round(t_wait - t_train, 4),
-                     "merge": round(t_merge - t_wait, 4), "eval": round(t_eval - t_merge, 4),
-                     "round": round(t_eval - t0, 4)},
-        }
-        faults = getattr(self.transport, "fault_counts", None)
-        if faults:  # injected network faults on this node's outgoing links, so far
-            record["faults"] = {k: v for k, v in faults.items() if v}
-        if filter_stats:
-            record["filter"] = filter_stats
-        if crafted.info:
-            record["attack"] = crafted.info
-        await self._checkpoint(False)  # before the record: a record never outruns its checkpoint
-        self.history.append(record)
-        if self._on_record is not None:
-            self._on_record(record)
+        await self._merge_and_record(t, crafted, included, skipped, t0, {
+            "train": round(t_train - t0, 4), "wait": round(t_wait - t_train, 4)})
 
     def _timed_craft(self, view: NodeView) -> tuple[Crafted, float]:
         """The behaviour's craft and the seconds it ran (in its thread, not queued for one)."""
@@ -549,44 +560,13 @@ class Node:
         await asyncio.sleep(0)  # let the receiver apply what has arrived
         included = [j for j, p in self.peers.items() if p.round >= 1]  # heard from at least once
         weights, ages = self._async_weights(t, included)
-        copies = {j: self.peers[j].copy for j in included}  # replaced, never modified in place
-        self.x, filter_stats, dropped = await self._in_executor(self._merge, t, crafted.own, included,
-                                                                copies, weights)
-        if dropped:
-            self.merge_dropped += len(dropped)
-            for j in dropped:
-                self.protocol.reject(j, "nonfinite-merge", f"tick {t}: contribution would make the model non-finite")
-            self._log_rejections()
-        t_merge = time.perf_counter()
-        due = t % self.eval_every == 0 or t == self.rounds
-        metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
-        t_eval = time.perf_counter()
-        record: dict[str, Any] = {
-            "round": t,
-            "tick": t,
-            "node": self.id,
-            "role": self.role,
-            "wall": round(t_eval - self._t_start, 4),
-            **metrics,
-            "heard": len(included),
-            "skipped": [j for j in self.neighbours if j not in included],
-            "announced_to": list(self.neighbours) if targets is None else targets,
-            "weights": {str(j): round(w, 6) for j, w in weights.items()},
-            "ages": {str(j): a for j, a in ages.items()},
-            "peer_rounds": {str(j): self.peers[j].round for j in self.neighbours},
-            "rejected": dict(self.rejected),
-            "time": {"train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4),
-                     "merge": round(t_merge - t_train, 4), "eval": round(t_eval - t_merge, 4),
-                     "round": round(t_eval - t0, 4)},
-        }
-        if filter_stats:
-            record["filter"] = filter_stats
-        if crafted.info:
-            record["attack"] = crafted.info
-        await self._checkpoint(False)
-        self.history.append(record)
-        if self._on_record is not None:
-            self._on_record(record)
+        await self._merge_and_record(
+            t, crafted, included, [j for j in self.neighbours if j not in included], t0,
+            {"train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4)}, weights,
+            announced_to=list(self.neighbours) if targets is None else targets,
+            weights={str(j): round(w, 6) for j, w in weights.items()},
+            ages={str(j): a for j, a in ages.items()},
+            peer_rounds={str(j): self.peers[j].round for j in self.neighbours})
         period = self.net.tick_period / self.speed
         rest = period - (time.perf_counter() - t0)
         if rest > 0:  # a node wakes at most once per tick period (serving its sockets meanwhile)

@@ -453,7 +453,8 @@ class GossipProtocol:
         return peer
 
     def _check_magnitude(self, arr: np.ndarray | None, bound: float) -> None:
-        if arr is not None and arr.size and float(np.max(np.abs(arr))) > bound:
+        # max and -min read the payload without the temporary array abs() would allocate
+        if arr is not None and arr.size and max(float(arr.max()), -float(arr.min())) > bound:
             raise ProtocolError("magnitude", f"values beyond {bound:g}")
 
     def _check_hello(self, msg: wire.Message) -> str:
