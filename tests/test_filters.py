@@ -552,3 +552,32 @@ def test_counters_and_state_dict_round_trip():
 def test_load_state_dict_rejects_another_filters_state():
     with pytest.raises(ConfigError):
         build_filter("clip").load_state_dict(build_filter("median").state_dict())
+
+
+# --------------------------------------------------------------------------- package shape
+
+
+def test_a_clipping_rule_must_say_how_it_picks_its_radius():
+    from p2pfl.filters.clip import _ClipBase
+
+    class NoRadius(_ClipBase):
+        name = "no-radius"
+
+    with pytest.raises(TypeError, match="_resolve_tau"):
+        NoRadius()
+
+
+@pytest.mark.parametrize(
+    ("spec", "params", "field", "allowed"),
+    [
+        ("topk-clip", {"kappa": 2}, "defence.kappa", "(0, 1]"),
+        ("topk-clip", {"tau": "big"}, "defence.tau", '"auto"'),
+        ("krum", {"f": 1.5}, "defence.f", "integer"),
+        ("clip", {"tau_rule": "mean"}, "defence.tau_rule", "median-with-own"),
+        ("median", {"kappa": 0.1}, "defence.kappa", "median takes no parameters"),
+    ],
+)
+def test_parameter_errors_say_what_is_allowed(spec, params, field, allowed):
+    with pytest.raises(ConfigError) as err:
+        build_filter(spec, params)
+    assert err.value.field == field and allowed in str(err.value)
