@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backdoor import Backdoor, check_backdoor_params
+from .attacks.backdoor import Backdoor, check_backdoor_params
 from .config import AttackConfig, DefenceConfig, RoleConfig, RunConfig
 from .data import DatasetBundle, TensorData, identity, load_dataset, partition, split_validation
 from .errors import ConfigError
@@ -224,7 +224,7 @@ class _Chosen:
 
 
 def choose_backdoor(bundle: DatasetBundle, params: Mapping[str, Any], *, seed: int) -> _Chosen:
-    """The run's backdoor (:mod:`p2pfl.backdoor`) from the attack parameters.
+    """The run's backdoor (:mod:`p2pfl.attacks.backdoor`) from the attack parameters.
 
     ``backdoor = "single"`` (default) is :func:`choose_aux` exactly as before backdoor kinds
     (same draws, the aux examples leave the clean test set); ``class`` and ``trigger`` keep

@@ -53,7 +53,7 @@ from typing import Any
 
 import click
 
-from .backdoor import BACKDOOR_PARAMS
+from .attacks.backdoor import BACKDOOR_PARAMS
 from .config import RunConfig, flat_settings, read_toml
 from .errors import ConfigError, P2PFLError
 from .experiment import rounds_to, validate

@@ -1,4 +1,4 @@
-"""Tests of p2pfl.adaptive: dissensus, min-max / min-sum and the adaptive attacker against topk-clip."""
+"""Tests of p2pfl.attacks.adaptive: dissensus, min-max / min-sum and the adaptive attacker against topk-clip."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from p2pfl.adaptive import (
+from p2pfl.attacks import ATTACKS, build_attack, check_params
+from p2pfl.attacks.adaptive import (
     Adaptive,
     Dissensus,
     MinMax,
@@ -23,7 +24,6 @@ from p2pfl.adaptive import (
     minsum_update,
     shape_update,
 )
-from p2pfl.attacks import ATTACKS, build_attack, check_params
 from p2pfl.behaviour import NodeView
 from p2pfl.data import TensorData
 from p2pfl.errors import ConfigError

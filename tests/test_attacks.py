@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from p2pfl import attacks
 from p2pfl.attacks import (
     ATTACKS,
     PARAMS,
@@ -30,6 +29,7 @@ from p2pfl.attacks import (
     ipm_update,
     neighbour_updates,
 )
+from p2pfl.attacks import base as attack_base
 from p2pfl.behaviour import Honest, NodeView
 from p2pfl.config import load_role
 from p2pfl.data import TensorData
@@ -326,7 +326,7 @@ def test_gaussian_equivocation_draws_independent_noise(x0):
 
 def test_signflip_announces_the_reversed_honest_update(monkeypatch, x0):
     z = x0 + np.float32(0.2)
-    monkeypatch.setattr(attacks, "_honest", lambda view: z)
+    monkeypatch.setattr(attack_base, "honest_model", lambda view: z)
     out = build_attack("signflip", {"lam": 3.0}, plan=tiny_plan(), node=0).craft(view_for(tiny_trainer(), x0))
     np.testing.assert_allclose(out.announce - x0, -0.6, rtol=1e-5)
 
@@ -334,7 +334,7 @@ def test_signflip_announces_the_reversed_honest_update(monkeypatch, x0):
 def test_alie_and_ipm_use_own_and_neighbour_updates(monkeypatch):
     dim = _flat().size
     x = np.zeros(dim, np.float32)
-    monkeypatch.setattr(attacks, "_honest", lambda view: view.x + np.float32(1.0))
+    monkeypatch.setattr(attack_base, "honest_model", lambda view: view.x + np.float32(1.0))
     for name, params, expected in (("alie", {"z": 2.0}, 2.0 - 2.0 * 1.0), ("ipm", {"eps": 0.5}, -1.0)):
         atk = build_attack(name, params, plan=tiny_plan(), node=0)
         atk.craft(view_for(tiny_trainer(), x, round_=1))
@@ -541,7 +541,7 @@ def _two_rounds(name: str, params: dict, plan) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(("name", "params", "total", "dist"), _FINGERPRINTS, ids=[f[0] for f in _FINGERPRINTS])
 def test_single_backdoor_leaves_the_papers_attacks_as_they_were(name, params, total, dist):
-    from p2pfl.backdoor import Backdoor
+    from p2pfl.attacks.backdoor import Backdoor
 
     plain = tiny_plan()  # no backdoor attribute: the attack builds the single one from plan.aux
     own, ann = _two_rounds(name, params, plain)
@@ -576,7 +576,7 @@ def recording_projections(monkeypatch, cls):
 @pytest.mark.parametrize("ref", ["start", "benign"])
 @pytest.mark.parametrize("every", [1, 4])
 def test_pgd_projection_bound_holds_after_every_projection(monkeypatch, x0, norm, ref, every):
-    from p2pfl.constrained import PGD
+    from p2pfl.attacks.constrained import PGD
 
     seen = recording_projections(monkeypatch, PGD)
     eps = 0.05 if norm == "l2" else 0.002  # small enough that the projection binds
@@ -596,7 +596,7 @@ def test_pgd_projection_bound_holds_after_every_projection(monkeypatch, x0, norm
 
 
 def test_pgd_eps_rel_defaults_to_the_own_benign_update_norm(monkeypatch, x0):
-    from p2pfl.constrained import PGD
+    from p2pfl.attacks.constrained import PGD
 
     seen = recording_projections(monkeypatch, PGD)
     atk = build_attack("pgd", {}, plan=tiny_plan(), node=0)
@@ -615,7 +615,7 @@ def test_pgd_eps_rel_defaults_to_the_own_benign_update_norm(monkeypatch, x0):
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_pgd_eps_from_spread_is_the_distance_tests_margin_of_the_last_honest_update(monkeypatch, x0, norm):
     from p2pfl.attacks import distances, pairwise
-    from p2pfl.constrained import PGD
+    from p2pfl.attacks.constrained import PGD
 
     seen = recording_projections(monkeypatch, PGD)
     atk = build_attack("pgd", {"eps_from": "spread", "ref": "benign", "norm": norm, "mal_epochs": 2},
@@ -661,7 +661,7 @@ def test_pgd_trains_the_backdoor_into_the_model(x0):
 @pytest.mark.parametrize("mask_from", ["own", "neighbours"])
 @pytest.mark.parametrize("ref", ["start", "benign"])
 def test_neurotoxin_leaves_the_top_benign_coordinates_untouched(monkeypatch, x0, mask_from, ref):
-    from p2pfl.constrained import Neurotoxin, top_mask
+    from p2pfl.attacks.constrained import Neurotoxin, top_mask
 
     masks: list[np.ndarray] = []
     original = Neurotoxin.mask
@@ -700,7 +700,7 @@ def test_neurotoxin_leaves_the_top_benign_coordinates_untouched(monkeypatch, x0,
 
 
 def test_top_mask_freezes_the_largest_magnitudes():
-    from p2pfl.constrained import top_mask
+    from p2pfl.attacks.constrained import top_mask
 
     m = top_mask(np.array([0.1, -5.0, 0.2, 3.0, -0.05], np.float32), 0.4)
     np.testing.assert_array_equal(m, [1, 0, 1, 0, 1])
@@ -759,7 +759,7 @@ def test_scale_auto_clip_estimate_is_the_median_of_neighbour_and_own_norms(x0):
 @pytest.mark.parametrize("name", ["pgd", "neurotoxin", "scale"])
 @pytest.mark.parametrize("kind", ["class", "trigger"])
 def test_constrained_attacks_poison_their_batches_with_the_backdoor(monkeypatch, x0, name, kind):
-    from p2pfl.backdoor import Backdoor
+    from p2pfl.attacks.backdoor import Backdoor
 
     imgs = TensorData(torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 0.5,
                       torch.arange(30, dtype=torch.int64) % 3, 3)

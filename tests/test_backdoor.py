@@ -1,4 +1,4 @@
-"""Tests of p2pfl.backdoor: the three backdoor kinds, where the trigger goes, and the plan's use of them."""
+"""Tests of p2pfl.attacks.backdoor: the three backdoor kinds, where the trigger goes, and the plan's use of them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from conftest import tiny_config
 from test_attacks import _flat, tiny_plan, tiny_trainer, view_for
 
 from p2pfl.attacks import build_attack, check_params
-from p2pfl.backdoor import AUX_CAP, Backdoor, check_backdoor_params, stamp
+from p2pfl.attacks.backdoor import AUX_CAP, Backdoor, check_backdoor_params, stamp
 from p2pfl.cli import build_config
 from p2pfl.data import TensorData
 from p2pfl.errors import ConfigError

@@ -49,9 +49,12 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import PERTURBATIONS, Attack, _StatisticalAttack
-from .behaviour import Crafted, NodeView
-from .filters import topk_indices
+from p2pfl.behaviour import Crafted, NodeView
+from p2pfl.filters.numerics import topk_indices
+
+from .base import Attack
+from .byzantine import StatisticalAttack
+from .params import PERTURBATIONS
 
 GAMMA_TOL = 1e-5  # Shejwalkar & Houmansadr's threshold_diff
 GAMMA_STEPS = 200  # bound on the binary search (it needs ~log2(gamma_init / tol) ~ 20)
@@ -206,7 +209,7 @@ class Dissensus(_GraphAware):
 
 
 # ---- min-max / min-sum attacks -----------------------------------------------------------------
-class _ShejwalkarAttack(_StatisticalAttack):
+class _ShejwalkarAttack(StatisticalAttack):
     rule: Callable[..., tuple[np.ndarray, float]]
 
     def attack(self, view: NodeView) -> Crafted:
@@ -385,10 +388,7 @@ class Adaptive(_GraphAware):
         return Crafted(own=z, announce=announce, info=info)
 
 
-CLASSES: dict[str, type[Attack]] = {cls.name: cls for cls in (Dissensus, MinMax, MinSum, Adaptive)}
-
 __all__ = [
-    "CLASSES",
     "PERTURBATIONS",
     "Adaptive",
     "Dissensus",

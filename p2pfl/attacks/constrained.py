@@ -1,7 +1,7 @@
 """Attacks that stay inside norm and distance bounds (DESIGN.md section 9): pgd, scale, neurotoxin.
 
 They train on the adversary's own shard with the backdoor mixed into every batch
-(:meth:`p2pfl.backdoor.Backdoor.poison`: single appends the auxiliary set, class relabels
+(:meth:`p2pfl.attacks.backdoor.Backdoor.poison`: single appends the auxiliary set, class relabels
 S -> T, trigger stamps a fraction of the batch), for ``mal_epochs`` epochs (default the
 nodes' E), with the nodes' optimiser (or ``mal_optimizer`` / ``mal_lr``). All three also
 train the node's honest update b = z - x from x (as an honest node would, E epochs): the
@@ -19,7 +19,7 @@ reference of their bound, and the denominator of ``norm_ratio``. Notation as in
                margin of the distance-spread stealth test instead of ||b||: m = max_{i,j}
                ||d_i - d_j|| - max_j ||b' - d_j||, over the benign neighbours' round t-1
                updates d_j and its own honest update b' of round t-1 (so it is the
-               test of :class:`~p2pfl.attacks.Attack` applied to its own honest update, one
+               test of :class:`~p2pfl.attacks.base.Attack` applied to its own honest update, one
                round late, the newest it can evaluate), 0 when negative or unknown (round
                1, fewer than two benign neighbours). With ``ref = "benign"`` and eps_rel <= 1
                the triangle inequality gives ||u - d_j|| <= ||u - b|| + ||b - d_j|| <= m +
@@ -56,7 +56,7 @@ public copies and last deltas, its mixing weights) plus the plan's backdoor. No 
 sees the neighbours' round-t updates before it sends; ``clip_to = "auto"`` and
 ``mask_from = "neighbours"`` use the round t-1 ones.
 
-``info`` (besides the stealth statistics of :class:`~p2pfl.attacks.Attack`): ``eps``,
+``info`` (besides the stealth statistics of :class:`~p2pfl.attacks.base.Attack`): ``eps``,
 ``update_norm`` (largest announced ||update||), ``benign_update_norm`` (||b||),
 ``norm_ratio`` (update_norm / ||b||, 0 when b = 0), ``mal_loss`` (CE of the trained model on
 the backdoor's training set), and per attack ``masked`` (neurotoxin), ``gamma_min/max``,
@@ -72,8 +72,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attacks import Attack, _Loop, _steps_per_epoch, boost, distances, pairwise, weighted_sum
-from .behaviour import Crafted, NodeView
+from p2pfl.behaviour import Crafted, NodeView
+
+from .base import Attack, TrainingLoop, boost, steps_per_epoch
+from .estimation import weighted_sum
+from .stealth import distances, pairwise
 
 
 def _split(flat: np.ndarray, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -113,7 +116,7 @@ class _Constrained(Attack):
         """b = z - x, the node's own honest update this round."""
         return np.subtract(self.honest(view), view.x, dtype=np.float32)
 
-    def batches(self, loop: _Loop, view: NodeView) -> Any:
+    def batches(self, loop: TrainingLoop, view: NodeView) -> Any:
         """Endless own-shard batches with the backdoor mixed in."""
         assert self.backdoor is not None
         data, gen = view.data, view.trainer.generator
@@ -121,9 +124,9 @@ class _Constrained(Attack):
             yield self.backdoor.poison(data.x[idx], data.y[idx], gen)
 
     def steps(self, view: NodeView) -> int:
-        return self.epochs(view) * _steps_per_epoch(view.trainer, view.data)
+        return self.epochs(view) * steps_per_epoch(view.trainer, view.data)
 
-    def mal_loss(self, loop: _Loop) -> dict[str, float]:
+    def mal_loss(self, loop: TrainingLoop) -> dict[str, float]:
         """CE of the trained model on the backdoor's training set (nothing when the node holds none)."""
         return {"mal_loss": loop.loss(self.aux)} if self.aux is not None and len(self.aux) else {}
 
@@ -156,7 +159,7 @@ class PGD(_Constrained):
         return max(0.0, max(pairwise(ups)) - max(distances([last[1]], ups)))
 
     @torch.no_grad()
-    def project(self, loop: _Loop, ref: list[torch.Tensor], eps: float, norm: str) -> None:
+    def project(self, loop: TrainingLoop, ref: list[torch.Tensor], eps: float, norm: str) -> None:
         """Move the live parameters w to the nearest point with ||w - ref|| <= eps (L2 or Linf)."""
         if norm == "linf":
             for p, r in zip(loop.params, ref, strict=True):
@@ -178,7 +181,7 @@ class PGD(_Constrained):
             (x + (b if mask is None else b * mask)).astype(np.float32)
         eps = self.radius(view, b)
         self._last_benign = (view.round, b)
-        loop = _Loop(view.trainer, x)
+        loop = TrainingLoop(view.trainer, x)
         opt = loop.optimizer(self.mal_optimizer, self.mal_lr)
         ref = _split(centre, loop.params)
         frozen = None if mask is None else _split(mask, loop.params)
@@ -251,7 +254,7 @@ class Scale(_Constrained):
         b = self.benign(view)
         bnorm = norm_of(b)
         alpha = float(self.params.get("alpha", 0.7))
-        loop = _Loop(view.trainer, x)
+        loop = TrainingLoop(view.trainer, x)
         opt = loop.optimizer(self.mal_optimizer, self.mal_lr)
         start = _split(x, loop.params)
         batches = self.batches(loop, view)

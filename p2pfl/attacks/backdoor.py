@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import TensorData
-from .errors import ConfigError
+from p2pfl.data import TensorData
+from p2pfl.errors import ConfigError
+from p2pfl.validate import choice, fraction, integer, real
 
 KINDS = ("single", "class", "trigger")
 POSITIONS = ("br", "bl", "tr", "tl")
@@ -63,22 +64,13 @@ def check_backdoor_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` naming ``attack.<param>`` and the allowed values.
     """
-    kind = params.get("backdoor", "single")
-    if kind not in KINDS:
-        raise ConfigError("attack.backdoor", kind, "one of " + ", ".join(KINDS))
-    p = params.get("poison_fraction", 0.5)
-    if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) or not 0 < p <= 1:
-        raise ConfigError("attack.poison_fraction", p, "a number in (0, 1]")
-    size = params.get("trigger_size", 4)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError("attack.trigger_size", size, "an integer >= 1 (pixels)")
+    kind = choice("attack.backdoor", params.get("backdoor", "single"), KINDS)
+    p = fraction("attack.poison_fraction", params.get("poison_fraction", 0.5))
+    size = integer("attack.trigger_size", params.get("trigger_size", 4), 1, allowed="an integer >= 1 (pixels)")
     value = params.get("trigger_value")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                              or not math.isfinite(value)):
-        raise ConfigError("attack.trigger_value", value, "a finite number (default: the largest pixel value)")
-    pos = params.get("trigger_pos", "br")
-    if pos not in POSITIONS:
-        raise ConfigError("attack.trigger_pos", pos, "one of " + ", ".join(POSITIONS))
+    if value is not None:
+        value = real("attack.trigger_value", value, allowed="a finite number (default: the largest pixel value)")
+    pos = choice("attack.trigger_pos", params.get("trigger_pos", "br"), POSITIONS)
     return {"backdoor": kind, "poison_fraction": float(p), "trigger_size": int(size),
             "trigger_value": None if value is None else float(value), "trigger_pos": pos}
 
