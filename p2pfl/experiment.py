@@ -114,15 +114,10 @@ def load_config(source: RunConfig | str | Path | Mapping[str, Any] | None) -> Ru
 
 def validate(config: RunConfig) -> None:
     """Check the names and parameters of the attack and the defence before anything runs."""
+    from .attacks import ATTACKS, check_params
     from .filters import build_filter
 
     build_filter(config.defence.name, dict(config.defence.params))
-    try:
-        from .attacks import ATTACKS, check_params
-    except ImportError:  # before the attacks module exists, only honest adversaries
-        if config.attack.name != "none":
-            raise ConfigError("attack.name", config.attack.name, "none (no attacks are installed)") from None
-        return
     if config.attack.name not in ATTACKS:
         raise ConfigError("attack.name", config.attack.name, "one of " + ", ".join(ATTACKS))
     check_params(config.attack.name, dict(config.attack.params))
