@@ -871,3 +871,29 @@ def test_announced_accuracy_of_an_equivocating_attack_covers_each_distinct_model
     accs = [tiny_trainer().evaluate(out.announce[j], plan.test).accuracy for j in (1, 2, 3)]
     assert out.info["announced_acc"] == pytest.approx(np.mean(accs))
     assert out.info["announced_acc_min"] == pytest.approx(min(accs))
+
+
+# --------------------------------------------------------------------------- stealth statistics (pure)
+
+
+def test_delta_spread_passes_the_test_only_inside_the_benign_spread():
+    from p2pfl.attacks.stealth import delta_spread
+
+    benign = [np.array([0.0, 0.0]), np.array([3.0, 4.0])]  # spread 5
+    inside = delta_spread([np.array([1.0, 0.0])], benign, prev=[np.array([0.0, 4.0])])
+    outside = delta_spread([np.array([1.0, 0.0])], benign, prev=[np.array([0.0, 6.0])])
+    assert inside["benign_max"] == pytest.approx(5.0) and inside["dist_min"] == pytest.approx(1.0)
+    assert inside["prev_within"] == 1.0 and outside["prev_within"] == 0.0
+    assert delta_spread([np.zeros(2)], [], prev=None) == {}
+    assert "prev_within" not in delta_spread([np.zeros(2)], benign[:1], prev=[np.zeros(2)])
+
+
+def test_norm_ratio_prefers_the_own_honest_update_then_the_weighted_neighbours():
+    from p2pfl.attacks.stealth import norm_ratio
+
+    ups = {1: np.array([3.0, 4.0]), 2: np.array([0.0, 1.0])}
+    own = norm_ratio(10.0, 2.0, ups, {1: 0.5, 2: 0.5})
+    assert own == {"benign_update_norm": 2.0, "benign_norm_own": 1.0, "norm_ratio": 5.0}
+    mean = norm_ratio(6.0, None, ups, {1: 0.25, 2: 0.75})  # (0.25*5 + 0.75*1) / 1 = 2
+    assert mean == {"benign_update_norm": 2.0, "benign_norm_own": 0.0, "norm_ratio": 3.0}
+    assert norm_ratio(1.0, None, {}, {}) == {}
