@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import FULL_DATA, needs_full_data
 
 from p2pfl.config import RunConfig
 from p2pfl.experiment import Experiment, validate
@@ -20,13 +21,12 @@ except ImportError:
     ATTACKS = ("none",)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SHARED = Path("/work/shared/data")
+SHARED = FULL_DATA or Path("P2PFL_DATA-is-not-set")
 TOMLS = sorted(EXAMPLES.glob("*.toml"))
 
 needs_attacks = pytest.mark.skipif("boost" not in ATTACKS or "altmin" not in ATTACKS,
                                    reason="p2pfl.attacks with boost and altmin is not installed")
-needs_adult = pytest.mark.skipif(not (SHARED / "adult" / "adult.data.gz").is_file(),
-                                 reason="UCI Adult not available in /work/shared/data")
+needs_adult = needs_full_data("adult/adult.data.gz", "UCI Adult")
 
 # Small everywhere: the shapes of the examples, a fraction of their cost.
 SMALL = {"rounds": 1, "data.max_train": 600, "data.max_test": 200, "train.epochs": 1,
