@@ -304,12 +304,16 @@ class RoleConfig:
         return self.attack is not None and self.attack.name != "none"
 
 
-def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nodes"),)) -> RoleConfig:
-    """Build a role from a ``[[roles]]`` table; ``profile`` names a file (or ``nodes/<name>.toml``).
+def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = ()) -> RoleConfig:
+    """Build a role from a ``[[roles]]`` table; ``profile`` names a profile shipped with p2pfl
+    (``boost``, see ``p2pfl/profiles/``) or a path to a profile file (a path that exists wins).
 
     Profile layout: ``role``, ``description``, ``[attack]`` (name + parameters), ``[defence]``
-    (name + parameters). Tables given inline in the entry override the profile's.
+    (name + parameters). Tables given inline in the entry override the profile's. ``search``:
+    folders where a bare profile name is looked up before the shipped profiles.
     """
+    from .resources import PROFILES_DIR, locate, shipped
+
     entry = dict(entry)
     unknown = set(entry) - {"nodes", "profile", "role", "attack", "defence", "description", "speed"}
     if unknown:
@@ -318,14 +322,13 @@ def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nod
     profile = entry.pop("profile", None)
     if profile is not None:
         if not isinstance(profile, str) or not profile:
-            raise ConfigError("roles.profile", profile, "a profile name in nodes/ or a path to a .toml file")
-        path = Path(profile)
-        candidates = [path] if path.suffix == ".toml" else [d / f"{profile}.toml" for d in search]
-        found = next((c for c in candidates if c.is_file()), None)
+            raise ConfigError("roles.profile", profile, "a profile name or a path to a .toml file")
+        found = next((d / f"{profile}.toml" for d in search if (d / f"{profile}.toml").is_file()), None)
+        found = found or locate(profile, PROFILES_DIR)
         if found is None:
             raise ConfigError("roles.profile", profile,
-                              "a profile name in nodes/ or a path to a .toml file (looked in "
-                              + ", ".join(str(c) for c in candidates) + ")")
+                              "a profile name (" + ", ".join(shipped(PROFILES_DIR))
+                              + ") or the path of an existing .toml file")
         raw = read_toml(found, "roles.profile")
         bad = set(raw) - {"role", "description", "attack", "defence", "speed"}
         if bad:
@@ -381,6 +384,22 @@ def _churn(entry: Any) -> ChurnConfig:
 
 
 MODES = ("sync", "async")
+DEFAULT_NODES = 10
+
+
+def topology_file_nodes(topology: Any) -> tuple[Path, int] | None:
+    """``(file, nodes)`` when ``topology`` names a topology file (a ``*.toml`` path, or a
+    shipped one, see :mod:`p2pfl.resources`) that sets ``nodes``; None otherwise (a generator
+    name, a file without ``nodes``, a file not found here: building the graph reports that)."""
+    from .resources import TOPOLOGIES_DIR, locate, looks_like_path
+
+    if not isinstance(topology, str) or not looks_like_path(topology):
+        return None
+    found = locate(topology, TOPOLOGIES_DIR)
+    if found is None:
+        return None
+    n = read_toml(found, "topology").get("nodes")
+    return (found, n) if isinstance(n, int) and not isinstance(n, bool) else None
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -412,7 +431,7 @@ class RunConfig:
     name: str = "run"
     topology: str = "ring"
     topology_params: Mapping[str, Any] = field(default_factory=dict)
-    nodes: int = 10
+    nodes: int = None  # type: ignore[assignment]  # not given: the topology file's ``nodes``, else 10
     rounds: int = 10
     seed: int = 0
     mixing: str = "metropolis"
@@ -438,7 +457,13 @@ class RunConfig:
         if not isinstance(self.topology, str) or not self.topology:
             raise ConfigError("topology", self.topology, "a topology name or a path to a .toml file")
         object.__setattr__(self, "topology_params", _freeze(self.topology_params, "topology_params"))
+        declared = topology_file_nodes(self.topology)
+        if self.nodes is None:
+            object.__setattr__(self, "nodes", declared[1] if declared is not None else DEFAULT_NODES)
         _check_int("nodes", self.nodes, 2, 100_000)
+        if declared is not None and declared[1] != self.nodes:
+            raise ConfigError("nodes", self.nodes, f"{declared[1]}, the nodes = {declared[1]} of topology file "
+                              f"{declared[0]} (leave the node count out to use the file's)")
         _check_int("rounds", self.rounds, 1, 1_000_000)
         _check_int("seed", self.seed, 0, 2**32 - 1)
         _check_choice("mixing", self.mixing, MIXING_RULES)
@@ -522,6 +547,8 @@ class RunConfig:
         ``attack.X`` / ``defence.X`` for any X other than ``name`` set that parameter.
         """
         tree = self.to_mapping()
+        if "topology" in overrides and "nodes" not in overrides and topology_file_nodes(overrides["topology"]):
+            del tree["nodes"]  # a new topology file brings its own node count
         for dotted, value in overrides.items():
             parts = dotted.split(".")
             if len(parts) == 1:

@@ -11,7 +11,7 @@ through :func:`build_topology`::
     build_topology("ring", 10)
     build_topology("torus", 16)                       # 4 x 4, wrap-around
     build_topology("small-world", 20, seed=3, k=4, p=0.2)
-    build_topology("topologies/example-edges.toml")
+    build_topology("topologies/example-edges.toml")  # shipped in p2pfl/topologies/
 
 A TOML file is either a generator reference::
 
@@ -51,6 +51,7 @@ import numpy as np
 
 from p2pfl.config import read_toml
 from p2pfl.errors import ConfigError, TopologyError
+from p2pfl.resources import TOPOLOGIES_DIR, locate, looks_like_path
 
 logger = logging.getLogger(__name__)
 
@@ -615,7 +616,9 @@ def build_topology(
         A name from :data:`TOPOLOGIES` (case-insensitive, ``_`` accepted for ``-``,
         ``"complete"`` for ``"full"``) or a path to a TOML file: a path object, a string
         ending in ``.toml`` or containing a path separator, or an existing file. A plain
-        built-in name always means the generator, even if a file of that name exists.
+        built-in name always means the generator, even if a file of that name exists. A
+        path that does not exist here but names a shipped file (``topologies/torus.toml``,
+        ``example-edges.toml``) means that file (:mod:`p2pfl.resources`).
     n
         Number of nodes. Optional when a file gives ``nodes`` (then both must agree) or
         for a torus with both ``rows`` and ``cols``.
@@ -643,9 +646,8 @@ def build_topology(
     name = _canonical_name(spec)
     if name is not None:
         return _GENERATORS[name](n, seed, params)
-    looks_like_path = spec.endswith(".toml") or os.sep in spec or "/" in spec
-    if looks_like_path or Path(spec).is_file():
-        return from_file(spec, n, seed=seed, **params)
+    if looks_like_path(spec) or Path(spec).is_file():
+        return from_file(locate(spec, TOPOLOGIES_DIR) or spec, n, seed=seed, **params)
     raise ConfigError("topology", spec, _NAMES_ALLOWED)
 
 

@@ -23,7 +23,7 @@ from p2pfl.topology import (
     render_text,
 )
 
-TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
+TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "p2pfl" / "topologies"
 RANDOM_KINDS = ("random-regular", "erdos-renyi", "small-world")
 
 
