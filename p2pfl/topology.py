@@ -52,6 +52,7 @@ import numpy as np
 from p2pfl.config import read_toml
 from p2pfl.errors import ConfigError, TopologyError
 from p2pfl.resources import TOPOLOGIES_DIR, locate, looks_like_path
+from p2pfl.validate import integer, known_keys, real
 
 logger = logging.getLogger(__name__)
 
@@ -402,36 +403,12 @@ def _mixing_matrix(
 # --------------------------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _int_param(field: str, value: Any, low: int, high: int | None, why: str) -> int:
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        raise ConfigError(field, value, why)
-    return int(value)
-
-
-def _float_param(field: str, value: Any, low: float, high: float, why: str) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(field, value, why)
-    return float(value)
-
-
-def _check_params(kind: str, params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    for key, value in params.items():
-        if key not in allowed:
-            takes = "takes no parameters" if not allowed else "takes " + ", ".join(allowed)
-            raise ConfigError(f"topology.{key}", value, f"unknown parameter; {kind} {takes}")
-
-
 def _need_n(kind: str, n: int | None, minimum: int) -> int:
     if n is None:
         raise ConfigError(
             "nodes", None, f"give the number of nodes for topology {kind!r} (at least {minimum})"
         )
-    return _int_param("nodes", n, minimum, None, f"at least {minimum} nodes for {kind}")
+    return integer("nodes", n, minimum, None, allowed=f"at least {minimum} nodes for {kind}")
 
 
 def _seeds(seed: int) -> Iterable[int]:
@@ -441,25 +418,25 @@ def _seeds(seed: int) -> Iterable[int]:
 
 
 def _ring(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("ring", params, ())
+    known_keys("topology", params, (), "ring")
     n = _need_n("ring", n, 3)
     return Topology("ring", n, tuple((i, (i + 1) % n) for i in range(n)))
 
 
 def _line(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("line", params, ())
+    known_keys("topology", params, (), "line")
     n = _need_n("line", n, 2)
     return Topology("line", n, tuple((i, i + 1) for i in range(n - 1)))
 
 
 def _star(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("star", params, ())
+    known_keys("topology", params, (), "star")
     n = _need_n("star", n, 2)
     return Topology("star", n, tuple((0, i) for i in range(1, n)))
 
 
 def _full(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("full", params, ())
+    known_keys("topology", params, (), "full")
     n = _need_n("full", n, 2)
     return Topology("full", n, tuple((i, j) for i in range(n) for j in range(i + 1, n)))
 
@@ -484,14 +461,14 @@ def torus_edges(rows: int, cols: int) -> tuple[tuple[int, int], ...]:
 
 
 def _torus(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("torus", params, ("rows", "cols"))
+    known_keys("topology", params, ("rows", "cols"), "torus")
     why = "an integer >= 3 (a smaller side would repeat edges when wrapping around)"
     rows = params.get("rows")
     cols = params.get("cols")
     if rows is not None:
-        rows = _int_param("topology.rows", rows, 3, None, why)
+        rows = integer("topology.rows", rows, 3, None, allowed=why)
     if cols is not None:
-        cols = _int_param("topology.cols", cols, 3, None, why)
+        cols = integer("topology.cols", cols, 3, None, allowed=why)
     if n is None and rows is not None and cols is not None:
         n = rows * cols
     n = _need_n("torus", n, 9)
@@ -520,10 +497,10 @@ def _torus(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
 
 
 def _random_regular(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("random-regular", params, ("degree",))
+    known_keys("topology", params, ("degree",), "random-regular")
     n = _need_n("random-regular", n, 2)
     degree = params.get("degree", min(3, n - 1))
-    degree = _int_param("topology.degree", degree, 1, n - 1, f"an integer in 1..{n - 1}")
+    degree = integer("topology.degree", degree, 1, n - 1, allowed=f"an integer in 1..{n - 1}")
     if (n * degree) % 2:
         raise ConfigError(
             "topology.degree", degree, f"nodes * degree must be even (nodes = {n}); pick another"
@@ -542,10 +519,10 @@ def _random_regular(n: int | None, seed: int, params: Mapping[str, Any]) -> Topo
 
 
 def _erdos_renyi(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("erdos-renyi", params, ("p",))
+    known_keys("topology", params, ("p",), "erdos-renyi")
     n = _need_n("erdos-renyi", n, 2)
     p = params.get("p", min(1.0, max(0.0, 2.0 * math.log(n) / n)))
-    p = _float_param("topology.p", p, 0.0, 1.0, "an edge probability in [0, 1]")
+    p = real("topology.p", p, 0.0, 1.0, allowed="an edge probability in [0, 1]")
     for attempt, s in enumerate(_seeds(seed)):
         g = nx.gnp_random_graph(n, p, seed=s)
         if nx.is_connected(g):
@@ -560,15 +537,13 @@ def _erdos_renyi(n: int | None, seed: int, params: Mapping[str, Any]) -> Topolog
 
 
 def _small_world(n: int | None, seed: int, params: Mapping[str, Any]) -> Topology:
-    _check_params("small-world", params, ("k", "p"))
+    known_keys("topology", params, ("k", "p"), "small-world")
     n = _need_n("small-world", n, 3)
     k = params.get("k", 4 if n >= 5 else 2)
-    k = _int_param("topology.k", k, 2, n - 1, f"an even integer in 2..{n - 1}")
+    k = integer("topology.k", k, 2, n - 1, allowed=f"an even integer in 2..{n - 1}")
     if k % 2:
         raise ConfigError("topology.k", k, "an even integer (k/2 ring neighbours on each side)")
-    p = _float_param(
-        "topology.p", params.get("p", 0.1), 0.0, 1.0, "a rewiring probability in [0, 1]"
-    )
+    p = real("topology.p", params.get("p", 0.1), 0.0, 1.0, allowed="a rewiring probability in [0, 1]")
     try:
         g = nx.connected_watts_strogatz_graph(n, k, p, tries=_MAX_ATTEMPTS, seed=seed)
     except nx.NetworkXError as exc:
@@ -597,7 +572,7 @@ def _canonical_name(spec: str) -> str | None:
 
 
 def _check_seed(seed: Any) -> int:
-    return _int_param("seed", seed, 0, None, "a non-negative integer")
+    return integer("seed", seed, 0, None, allowed="a non-negative integer")
 
 
 # --------------------------------------------------------------------------------------
@@ -669,7 +644,7 @@ def from_file(
             raise ConfigError(f"{where}: {key}", doc[key], "allowed keys: " + ", ".join(_FILE_KEYS))
     file_n = doc.get("nodes")
     if file_n is not None:
-        file_n = _int_param(f"{where}: nodes", file_n, 2, None, "an integer >= 2")
+        file_n = integer(f"{where}: nodes", file_n, 2, None, allowed="an integer >= 2")
         if n is not None and n != file_n:
             raise TopologyError(
                 "nodes", n, f"{path} says nodes = {file_n} but {n} nodes were requested"
@@ -734,8 +709,7 @@ def place_adversaries(
         Seed of the random choices.
     """
     n = topo.n
-    if not _is_int(count) or count < 0:
-        raise ConfigError("adversaries", count, "a non-negative integer")
+    count = integer("adversaries", count, 0, allowed="a non-negative integer")
     if count > n - 1:
         raise ConfigError(
             "adversaries",
