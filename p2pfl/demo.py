@@ -21,20 +21,15 @@ ROUNDS = 12
 
 
 def demo_config(defence: str) -> RunConfig:
-    try:
-        from .attacks import ATTACKS
-    except ImportError:  # before the attacks exist, the demo is the benign run
-        ATTACKS = ("none",)  # noqa: N806
-    attack = "boost" if "boost" in ATTACKS else "none"
     return RunConfig(
         name=f"demo-{defence}",
         topology="ring",
         nodes=10,
         rounds=ROUNDS,
         seed=0,
-        adversaries=2 if attack != "none" else 0,
+        adversaries=2,
         placement="clustered",
-    ).with_overrides({"attack.name": attack, "defence.name": defence})
+    ).with_overrides({"attack.name": "boost", "defence.name": defence})
 
 
 def main(out: str = "runs/demo") -> int:

@@ -15,17 +15,10 @@ from p2pfl.experiment import Experiment, validate
 from p2pfl.launch import Deployment
 from p2pfl.sweep import Sweep, run_sweep
 
-try:
-    from p2pfl.attacks import ATTACKS
-except ImportError:
-    ATTACKS = ("none",)
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHARED = FULL_DATA or Path("P2PFL_DATA-is-not-set")
 TOMLS = sorted(EXAMPLES.glob("*.toml"))
 
-needs_attacks = pytest.mark.skipif("boost" not in ATTACKS or "altmin" not in ATTACKS,
-                                   reason="p2pfl.attacks with boost and altmin is not installed")
 needs_adult = needs_full_data("adult/adult.data.gz", "UCI Adult")
 
 # Small everywhere: the shapes of the examples, a fraction of their cost.
@@ -44,7 +37,6 @@ def test_the_expected_examples_exist():
             "estimation_table.py", "topology_sweep.toml", "adult.toml", "multi_machine.md"} <= names
 
 
-@needs_attacks
 @pytest.mark.parametrize("path", TOMLS, ids=[p.name for p in TOMLS])
 def test_every_example_file_validates(path):
     if is_sweep_file(path):
@@ -54,7 +46,6 @@ def test_every_example_file_validates(path):
         validate(RunConfig.from_toml(path))
 
 
-@needs_attacks
 def test_paper_files_hold_the_papers_setting():
     exact = RunConfig.from_toml(EXAMPLES / "paper_fmnist.toml")
     cpu = RunConfig.from_toml(EXAMPLES / "paper_fmnist_cpu.toml")
@@ -89,7 +80,6 @@ def small(path: Path, **more):
 
 
 @pytest.mark.slow
-@needs_attacks
 def test_paper_fmnist_runs_reduced(tmp_path):
     result = small(EXAMPLES / "paper_fmnist.toml", **{"data.max_train": 300, "data.max_test": 100}).run(
         out=tmp_path / "paper", plots=False)
@@ -98,7 +88,6 @@ def test_paper_fmnist_runs_reduced(tmp_path):
 
 
 @pytest.mark.slow
-@needs_attacks
 def test_paper_fmnist_cpu_runs_reduced(tmp_path):
     result = small(EXAMPLES / "paper_fmnist_cpu.toml", rounds=2).run(out=tmp_path / "cpu")
     assert len(result.rounds) == 2 and result.attack_success is not None
@@ -106,7 +95,6 @@ def test_paper_fmnist_cpu_runs_reduced(tmp_path):
 
 
 @pytest.mark.slow
-@needs_attacks
 @pytest.mark.parametrize("name", ["paper_fmnist_cpu_sweep.toml", "topology_sweep.toml"])
 def test_sweep_examples_run_reduced(tmp_path, name):
     overrides = dict(SMALL)
@@ -119,7 +107,6 @@ def test_sweep_examples_run_reduced(tmp_path, name):
 
 
 @pytest.mark.slow
-@needs_attacks
 def test_estimation_table_script_runs_reduced(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("estimation_table", EXAMPLES / "estimation_table.py")
     module = importlib.util.module_from_spec(spec)
@@ -136,7 +123,6 @@ def test_estimation_table_script_runs_reduced(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@needs_attacks
 @needs_adult
 def test_adult_runs_reduced(tmp_path):
     result = small(EXAMPLES / "adult.toml", rounds=2, **{"data.max_train": 2000, "data.max_test": 500}).run(

@@ -26,13 +26,8 @@ from p2pfl.report import (
 )
 from p2pfl.sweep import Sweep, run_sweep
 
-try:
-    from p2pfl.attacks import ATTACKS
-except ImportError:
-    ATTACKS = ("none",)
-
 PNG = b"\x89PNG\r\n\x1a\n"
-ATTACK = "boost" if "boost" in ATTACKS else "none"
+ATTACK = "boost"
 
 
 def assert_png(path: Path) -> None:
@@ -54,8 +49,7 @@ def test_run_folder_gets_every_plot(run_dir, tmp_path):
     written = write_run_plots(run_dir, tmp_path / "plots")
     names = {p.name for p in written}
     assert {"rounds.png", "topology.png", "updates.png", "distances.png"} <= names
-    if ATTACK != "none":
-        assert "hops.png" in names
+    assert "hops.png" in names
     for path in written:
         assert_png(path)
 
@@ -117,7 +111,7 @@ def test_node_outputs_from_several_machines_are_assembled(run_dir, tmp_path):
     original = json.loads((run_dir / "summary.json").read_text())
     assembled = json.loads((folder / "summary.json").read_text())
     assert assembled["rounds"] == original["rounds"]
-    assert assembled["adversaries"] == (original["adversaries"] if ATTACK != "none" else [])
+    assert assembled["adversaries"] == original["adversaries"]
     assert (folder / "config.toml").is_file() and (folder / "metrics.jsonl").is_file()
     assert "rounds.png" in {p.name for p in written}
     assert assemble(folder) is False  # done once

@@ -17,14 +17,6 @@ from p2pfl.config import RunConfig
 from p2pfl.errors import ConfigError
 from p2pfl.sweep import Sweep, cell_key, is_complete, load_sweep, run_sweep
 
-try:
-    from p2pfl.attacks import ATTACKS
-except ImportError:
-    ATTACKS = ("none",)
-
-needs_attacks = pytest.mark.skipif("boost" not in ATTACKS or "altmin" not in ATTACKS,
-                                   reason="p2pfl.attacks with boost and altmin is not installed")
-
 TINY = tiny_config().to_toml()
 
 
@@ -257,7 +249,6 @@ def test_a_real_sweep_runs_cells_in_process_and_is_complete(tmp_path):
 
 
 @pytest.mark.slow
-@needs_attacks
 def test_parallel_jobs_give_the_same_rows_as_sequential(tmp_path):
     sw = Sweep(base=tiny_config(rounds=2, adversaries=1, **{"attack.name": "boost"}),
                axes={"attack.name": ["boost", "altmin"]})
