@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -55,6 +55,27 @@ def read_toml(path: str | Path, field: str, what: str = "an existing TOML file")
         raise ConfigError(field, str(path), what) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(field, str(path), f"valid TOML ({exc})") from None
+
+
+def parse_value(text: str) -> Any:
+    """A KEY=VALUE value: TOML syntax (numbers, booleans, quoted strings, [lists]), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignments(items: Iterable[str], field: str = "--set",
+                      example: str = "train.epochs=2 or attack.lam=10") -> dict[str, Any]:
+    """``["train.epochs=2", "adversaries=[0,2]"]`` -> ``{"train.epochs": 2, "adversaries": [0, 2]}``:
+    the one parser of ``--set KEY=VALUE`` (``p2pfl run``, ``sweep``, ``topology show``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(field, item, f"KEY=VALUE, e.g. {example}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
 
 
 def flat_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -638,7 +659,10 @@ def _section(key: str, value: Any) -> Any:
 
 __all__ = [
     "flat_settings",
+    "parse_assignments",
+    "parse_value",
     "read_toml",
+    "topology_file_nodes",
     "AttackConfig",
     "ChurnConfig",
     "RoleConfig",

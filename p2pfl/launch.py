@@ -1,23 +1,18 @@
 """Starting nodes: all in one process, one OS process per node, or one node from a deployment.
 
-* :func:`run_inprocess` runs every node as an asyncio task in one event loop; each node is
-  still a real ZeroMQ endpoint (tcp on loopback or ipc) and talks only over sockets.
+* :func:`run` is the entry point: it builds the plan, writes the run folder and runs the
+  nodes in one of the two ways below.
+* :func:`run_inprocess_async` runs every node as an asyncio task in one event loop; each node
+  is still a real ZeroMQ endpoint (tcp on loopback or ipc) and talks only over sockets.
 * :func:`run_processes` writes a deployment file and starts ``p2pfl node`` once per node.
 * :func:`run_node` is what ``p2pfl node`` runs: one node from a :class:`Deployment`.
 
-All three produce the same run folder::
-
-    config.toml      the resolved settings
-    plan.json        graph, adversaries, data source, parameter count
-    metrics.jsonl    one line per node per round
-    summary.json     per-round aggregates over benign nodes and a ``final`` object
-    final/node-I.npy the final model of every node
+All of them produce the same run folder (:mod:`p2pfl.runfolder`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -40,9 +35,10 @@ import zmq.asyncio
 from .behaviour import Honest
 from .config import RunConfig, read_toml
 from .errors import ConfigError
-from .metrics import MetricsWriter, read_records, summarize, write_summary
+from .metrics import MetricsWriter, read_records, write_summary
 from .node import Node
 from .plan import Plan, set_torch_threads
+from .runfolder import SUMMARY_FILE, prepare_out, run_summary, write_final, write_plan
 from .transport import CurveKeys, Transport
 
 log = logging.getLogger(__name__)
@@ -69,46 +65,35 @@ class RunResult:
         return self.summary.get("final", {})
 
 
-# ---- run folders ---------------------------------------------------------------------------------
-def prepare_out(out: str | Path | None, *, overwrite: bool = False) -> Path | None:
-    """Create the run folder; refuse to mix a new run into an existing one."""
-    if out is None:
-        return None
-    path = Path(out)
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ConfigError("out", str(path), "a new or empty folder (pass --overwrite to replace it)")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _write_plan(out: Path, plan: Plan) -> None:
-    (out / "config.toml").write_text(plan.config.to_toml(), encoding="utf-8")
-    (out / "plan.json").write_text(json.dumps(plan.describe(), indent=2) + "\n", encoding="utf-8")
-
-
+# ---- run folders (layout: p2pfl.runfolder) -----------------------------------------------------
 def _finish(out: Path | None, plan: Plan, records: list[dict[str, Any]],
             models: dict[int, np.ndarray], wall: float) -> dict[str, Any]:
-    records.sort(key=lambda r: (int(r["round"]), int(r["node"])))
-    hops = plan.topology.hops(plan.adversaries) if plan.adversaries else None
-    advs = set(plan.adversaries)
-    n_mal = {i: sum(j in advs for j in plan.topology.neighbours(i)) for i in range(plan.config.nodes)}
-    summary = summarize(
-        records,
-        hops={i: int(h) for i, h in enumerate(hops)} if hops is not None else None,
-        malicious_neighbours=n_mal if advs else None,
-        extra={"wall_time": round(wall, 3), "data": plan.bundle.source, "adversaries": list(plan.adversaries),
-               "params": plan.dim},
-        last_per_node=plan.config.mode == "async",
-    )
+    summary = run_summary(records, plan.topology, plan.adversaries, mode=plan.config.mode,
+                          extra={"wall_time": round(wall, 3), "data": plan.bundle.source,
+                                 "adversaries": list(plan.adversaries), "params": plan.dim})
     if out is not None:
-        write_summary(out / "summary.json", summary)
-        final_dir = out / "final"
-        final_dir.mkdir(exist_ok=True)
-        for i, x in models.items():
-            np.save(final_dir / f"node-{i}.npy", x)
+        write_summary(out / SUMMARY_FILE, summary)
+        write_final(out, models)
     return summary
+
+
+class RunHook:
+    """Something that watches a run of :func:`run` in this process, e.g. the weight-update
+    recorder (:class:`p2pfl.updates.RecordUpdates`). Every method is optional.
+
+    ``start`` gets the plan and the run folder before any node exists; ``attach`` every node
+    before it starts (in-process runs only: node processes are out of reach); ``finish`` the
+    result, or None when the run failed.
+    """
+
+    def start(self, plan: Plan, out: Path | None) -> None:
+        """Called once, before any node exists."""
+
+    def attach(self, node: Node) -> None:
+        """Called with every node before it starts (in-process runs)."""
+
+    def finish(self, result: RunResult | None) -> None:
+        """Called once at the end, also after a failure (then with None)."""
 
 
 # ---- one node ------------------------------------------------------------------------------------
@@ -334,10 +319,6 @@ async def run_inprocess_async(
     summary = _finish(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
                      adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source)
-
-
-def run_inprocess(plan: Plan, **kwargs: Any) -> RunResult:
-    return asyncio.run(run_inprocess_async(plan, **kwargs))
 
 
 # ---- deployments: one node per process -------------------------------------------------------------
@@ -678,7 +659,7 @@ def _poll_progress(out: Path, seen: dict[int, int], progress: Progress | None) -
         seen[i] = len(recs)
 
 
-# ---- the entry point of `p2pfl run` and of the Python API ----------------------------------------
+# ---- the entry point: `p2pfl run`, the Python API and the sweep ------------------------------------
 def run(
     config: RunConfig,
     *,
@@ -688,20 +669,43 @@ def run(
     progress: Progress | None = None,
     overwrite: bool = False,
     plan: Plan | None = None,
+    workers: int | None = None,
+    hooks: Sequence[RunHook] = (),
 ) -> RunResult:
-    """Run a whole experiment on this machine and write its run folder (if ``out``)."""
+    """Run a whole experiment on this machine and write its run folder (if ``out``).
+
+    The one function that runs an experiment: ``p2pfl run``, :meth:`p2pfl.Experiment.run`
+    and every sweep cell call it. All nodes run in this process (an asyncio task each, on
+    real sockets; ``workers`` training threads), or with ``processes`` one ``p2pfl node``
+    process per node. ``search`` is the data search path, ``plan`` a plan already built from
+    ``config`` (else it is built here, before anything is written), ``progress`` gets every
+    record as it arrives, and ``hooks`` (:class:`RunHook`) watch the run.
+    """
     set_torch_threads(1)
     plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
     out_path = prepare_out(out, overwrite=overwrite)
+    if processes and out_path is None:
+        out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))
     if out_path is not None:
-        _write_plan(out_path, plan)
-    if processes:
-        if out_path is None:
-            out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))
-            _write_plan(out_path, plan)
-        return run_processes(plan, out=out_path, progress=progress, search=search)
-    return run_inprocess(plan, out=out_path, progress=progress)
+        write_plan(out_path, plan)
+    for hook in hooks:
+        hook.start(plan, out_path)
+    result = None
+    try:
+        if processes:
+            result = run_processes(plan, out=out_path, progress=progress, search=search)
+        else:
+            def configure(node: Node) -> None:
+                for hook in hooks:
+                    hook.attach(node)
+
+            result = asyncio.run(run_inprocess_async(plan, out=out_path, progress=progress, workers=workers,
+                                                     configure=configure if hooks else None))
+    finally:
+        for hook in hooks:
+            hook.finish(result)
+    return result
 
 
-__all__ = ["Deployment", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run", "run_inprocess",
+__all__ = ["Deployment", "RunHook", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run",
            "run_inprocess_async", "run_node_async", "run_processes"]
