@@ -78,10 +78,12 @@ def search_dirs(data_dirs: Sequence[str | os.PathLike] = (), config: RunConfig |
 def validate(config: RunConfig) -> None:
     """Check the names and parameters of the run's and every role's attack and filter before
     anything runs (a :class:`~p2pfl.errors.ConfigError` names the field and what is allowed)."""
-    from .attacks import check_params
+    from .attacks import ATTACKS, check_params
     from .filters import build_filter
 
     build_filter(config.defence.name, dict(config.defence.params))
+    if config.attack.name not in ATTACKS:
+        raise ConfigError("attack.name", config.attack.name, "one of " + ", ".join(ATTACKS))
     check_params(config.attack.name, dict(config.attack.params))
     for role in config.roles:
         if role.defence is not None:

@@ -24,7 +24,7 @@ def run_cli(args, capsys):
         (["run", "--topology", "rnig"], "topology: 'rnig'"),
         (["run", "--nodes", "1"], "nodes: 1"),
         (["run", "--adversaries", "5", "--nodes", "5"], "adversaries: 5"),
-        (["run", "--attack", "evil"], "attack: 'evil'"),
+        (["run", "--attack", "evil"], "attack.name: 'evil'"),
         (["run", "--defence", "krum,evil"], "defence: 'evil'"),
         (["run", "--set", "train.lr=-1"], "train.lr"),
         (["run", "--set", "nonsense"], "--set"),
