@@ -5,7 +5,9 @@
 * :func:`run_inprocess_async` runs every node as an asyncio task in one event loop; each node
   is still a real ZeroMQ endpoint (tcp on loopback or ipc) and talks only over sockets.
 * :func:`run_processes` writes a deployment file and starts ``p2pfl node`` once per node.
-* :func:`run_node` is what ``p2pfl node`` runs: one node from a :class:`Deployment`.
+
+Nodes are built by :mod:`p2pfl.wiring`; :mod:`p2pfl.deployment` runs one node of a
+deployment (``p2pfl node``).
 
 All of them produce the same run folder (:mod:`p2pfl.runfolder`).
 """
@@ -16,8 +18,6 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +32,18 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from .behaviour import Honest
-from .config import RunConfig, read_toml
-from .errors import ConfigError
+from .config import RunConfig
+from .deployment import Deployment, free_tcp_ports, run_node_async
 from .metrics import MetricsWriter, read_records, write_summary
 from .node import Node
 from .plan import Plan, set_torch_threads
 from .runfolder import SUMMARY_FILE, prepare_out, run_summary, write_final, write_plan
-from .transport import CurveKeys, Transport
+from .transport import Transport
+from .wiring import make_node, reopener, transport_for
 
 log = logging.getLogger(__name__)
+
+_transport = transport_for  # the name tests/test_faults.py imports
 
 Progress = Callable[[Mapping[str, Any]], None]
 
@@ -96,147 +98,6 @@ class RunHook:
         """Called once at the end, also after a failure (then with None)."""
 
 
-# ---- one node ------------------------------------------------------------------------------------
-def make_node(
-    plan: Plan,
-    node_id: int,
-    transport: Transport,
-    *,
-    executor: ThreadPoolExecutor | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-    x_init: np.ndarray | None = None,
-) -> Node:
-    """Build node ``node_id`` of ``plan`` on a bound and connected transport."""
-    from .data import identity_difference
-    from .filters import build_filter
-
-    cfg = plan.config
-    data, validation = plan.node_data(node_id)
-    trainer = plan.trainer(node_id)
-    test = plan.test  # clean: never stamped or relabelled
-    backdoor = getattr(plan, "backdoor", None)
-    success = backdoor.success_set if backdoor is not None else plan.aux  # single: the aux set
-    behaviour = Honest()
-    attack = plan.attack_for(node_id)
-    if attack.name != "none":
-        from .attacks import build_attack
-
-        behaviour = build_attack(attack.name, dict(attack.params), plan=plan, node=node_id)
-    filt = None
-    defence = plan.defence_for(node_id)
-    if defence.name != "none":
-        filt = build_filter(defence.name, dict(defence.params))
-        filt.check(len(plan.topology.neighbours(node_id)))
-
-    def evaluate(x: np.ndarray) -> dict[str, float]:
-        ev = trainer.evaluate(x, test)
-        out = {"accuracy": round(ev.accuracy, 6), "loss": round(ev.loss, 6)}
-        if success is not None:
-            out.update(attack_metrics(trainer, x, success))
-        return out
-
-    validate = None
-    if validation is not None:
-        def validate(x: np.ndarray) -> float:
-            return trainer.evaluate(x, validation).accuracy
-
-    return Node(
-        node_id=node_id,
-        exp_id=plan.exp_id,
-        x0=plan.x0,
-        neighbours=plan.topology.neighbours(node_id),
-        weights=plan.neighbour_weights(node_id),
-        rounds=cfg.rounds,
-        transport=transport,
-        trainer=trainer,
-        data=data,
-        behaviour=behaviour,
-        filter=filt,
-        evaluate=evaluate,
-        validate=validate,
-        executor=executor,
-        on_record=on_record,
-        net=cfg.net,
-        epochs=cfg.train.epochs,
-        seed=cfg.seed,
-        role=plan.role(node_id),
-        eval_every=cfg.eval_every,
-        config_digest=plan.exp_id,
-        x_init=x_init,
-        max_message_bytes=plan.max_message_bytes(),
-        data_identity=plan.data_identity,
-        data_difference=identity_difference,
-        mode=cfg.mode,
-        speed=cfg.speed_of(node_id),
-        churn=_churn_ticks(cfg, node_id),
-        time_budget=cfg.time_budget,
-    )
-
-
-def _reopener(plan: Plan, node_id: int, addresses: Mapping[int, str], context: zmq.asyncio.Context | None,
-              curve: CurveKeys | None = None, factory: Callable[..., Transport] = Transport
-              ) -> Callable[[], Transport]:
-    """A function that builds node ``node_id``'s transport again, bound at the same address and
-    connected to its neighbours (a node rejoining after churn)."""
-    def reopen() -> Transport:
-        tr = _transport(plan, node_id, addresses[node_id], context, curve, factory=factory)
-        try:
-            tr.bind()
-            tr.connect({j: addresses[j] for j in plan.topology.neighbours(node_id)})
-        except Exception:
-            tr.close(linger_ms=0)
-            raise
-        return tr
-
-    return reopen
-
-
-def _churn_ticks(cfg: RunConfig, node_id: int) -> tuple[int, int] | None:
-    entry = cfg.churn_of(node_id)
-    return (entry.leave, entry.rejoin) if entry is not None else None
-
-
-def attack_metrics(trainer: Any, x: np.ndarray, success: Any) -> dict[str, float]:
-    """Share of the backdoor's success set classified as its target, and the mean target confidence.
-
-    ``success`` is :attr:`p2pfl.backdoor.Backdoor.success_set`: the auxiliary examples
-    (single), held-out class-S test examples labelled T (class), or held-out stamped test
-    images of the other classes labelled T (trigger).
-    """
-    probs = trainer.predict_proba(x, success.x)
-    target = success.y.numpy()
-    hit = probs.argmax(axis=1) == target
-    conf = probs[np.arange(len(target)), target]
-    return {"attack_success": round(float(hit.mean()), 6), "target_confidence": round(float(conf.mean()), 6)}
-
-
-def _transport(plan: Plan, node_id: int, listen: str, context: zmq.asyncio.Context | None,
-               curve: CurveKeys | None = None, factory: Callable[..., Transport] = Transport) -> Transport:
-    """Build node ``node_id``'s transport with ``factory`` (a Transport class or callable).
-
-    When the run injects network faults (``net.loss``, ``net.delay_ms``, ...) the transport is a
-    :class:`~p2pfl.faults.FaultyTransport`: a Transport ``factory`` is combined with it (its
-    ``send`` runs underneath the faults), a FaultyTransport ``factory`` receives ``faults=``.
-    """
-    net = plan.config.net
-    kwargs: dict[str, Any] = dict(context=context, hwm=net.hwm, linger_ms=net.linger_ms,
-                                  max_message_bytes=plan.max_message_bytes(), send_timeout=net.send_timeout,
-                                  curve=curve)
-    faults = net.faults(plan.config.seed)
-    if faults is None:
-        return factory(node_id, listen, **kwargs)
-    from .faults import FaultyTransport
-
-    if not (isinstance(factory, type) and issubclass(factory, Transport)):
-        raise TypeError(f"network faults ({faults}) need a Transport subclass as transport factory, "
-                        f"not {factory!r}")
-    if factory is Transport:
-        factory = FaultyTransport
-    elif not issubclass(factory, FaultyTransport):
-        factory = type(f"Faulty{factory.__name__}", (FaultyTransport, factory), {})
-    return factory(node_id, listen, faults=faults, **kwargs)
-
-
 # ---- all nodes in one process --------------------------------------------------------------------
 async def run_inprocess_async(
     plan: Plan,
@@ -277,7 +138,7 @@ async def run_inprocess_async(
     try:
         for i in range(cfg.nodes):
             listen = (f"ipc://{tmpdir}/node-{i}" if tmpdir else f"tcp://{cfg.net.host}:0")
-            transports[i] = _transport(plan, i, listen, ctx, factory=transport_factory)
+            transports[i] = transport_for(plan, i, listen, ctx, factory=transport_factory)
             transports[i].bind()
         for i, tr in transports.items():
             tr.connect({j: transports[j].address or "" for j in plan.topology.neighbours(i)})
@@ -286,7 +147,7 @@ async def run_inprocess_async(
         addresses = {i: tr.address or "" for i, tr in transports.items()}
         for node in nodes:
             if cfg.churn_of(node.id) is not None:  # a departing node closes its sockets and rebinds
-                node.reopen = _reopener(plan, node.id, addresses, ctx, factory=transport_factory)
+                node.reopen = reopener(plan, node.id, addresses, ctx, factory=transport_factory)
         if keep_nodes is not None:
             keep_nodes.extend(nodes)
         for node in nodes:
@@ -319,250 +180,6 @@ async def run_inprocess_async(
     summary = _finish(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
                      adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source)
-
-
-# ---- deployments: one node per process -------------------------------------------------------------
-@dataclass(frozen=True)
-class Deployment:
-    """A run config plus where every node listens (and, optionally, its CurveZMQ keys)."""
-
-    config: RunConfig
-    addresses: Mapping[int, str]
-    keys_dir: Path | None = None
-    public_keys: Mapping[int, str] = field(default_factory=dict)  # [deployment.keys] id = "z85 key"
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> Deployment:
-        path = Path(path)
-        raw = read_toml(path, "deployment")
-        dep = raw.pop("deployment", None)
-        if not isinstance(dep, dict) or not isinstance(dep.get("nodes"), dict):
-            raise ConfigError("deployment.nodes", None, "a [deployment.nodes] table mapping node ids to host:port")
-        config = RunConfig.from_mapping(raw)
-        addresses: dict[int, str] = {}
-        for key, addr in dep["nodes"].items():
-            try:
-                nid = int(key)
-            except ValueError:
-                raise ConfigError("deployment.nodes", key, "node ids 0..nodes-1") from None
-            if not 0 <= nid < config.nodes:
-                raise ConfigError("deployment.nodes", key, f"node ids 0..{config.nodes - 1}")
-            if not isinstance(addr, str) or not addr:
-                raise ConfigError(f"deployment.nodes.{key}", addr, "an address such as 10.0.0.3:7000")
-            addresses[nid] = addr if "://" in addr else f"tcp://{addr}"
-        missing = sorted(set(range(config.nodes)) - set(addresses))
-        if missing:
-            raise ConfigError("deployment.nodes", missing, f"an address for every node 0..{config.nodes - 1}")
-        unknown = set(dep) - {"nodes", "keys_dir", "keys"}
-        if unknown:
-            raise ConfigError("deployment", sorted(unknown), "only the keys nodes, keys_dir and keys")
-        keys_dir = dep.get("keys_dir")
-        if keys_dir is not None:
-            if not isinstance(keys_dir, str) or not keys_dir:
-                raise ConfigError("deployment.keys_dir", keys_dir, "a directory made by `p2pfl keygen`")
-            keys_dir = (path.parent / keys_dir).resolve()
-        public_keys: dict[int, str] = {}
-        raw_keys = dep.get("keys", {})
-        if not isinstance(raw_keys, dict):
-            raise ConfigError("deployment.keys", raw_keys, "a table mapping node ids to public keys (z85)")
-        for key, value in raw_keys.items():
-            if not key.isdigit() or int(key) not in addresses:
-                raise ConfigError("deployment.keys", key, f"node ids 0..{config.nodes - 1}")
-            if not isinstance(value, str) or len(value) != 40:
-                raise ConfigError(f"deployment.keys.{key}", value, "a 40-character z85 public key (node-I.key)")
-            public_keys[int(key)] = value
-        if public_keys and keys_dir is None:
-            raise ConfigError("deployment.keys_dir", None, "a directory with this node's secret key (keys are listed)")
-        return cls(config=config, addresses=addresses, keys_dir=keys_dir, public_keys=public_keys)
-
-    def to_toml(self) -> str:
-        import tomli_w
-
-        text = self.config.to_toml()
-        dep: dict[str, Any] = {"nodes": {str(i): a for i, a in sorted(self.addresses.items())}}
-        if self.keys_dir is not None:
-            dep["keys_dir"] = str(self.keys_dir)
-        if self.public_keys:
-            dep["keys"] = {str(i): k for i, k in sorted(self.public_keys.items())}
-        return text + "\n" + tomli_w.dumps({"deployment": dep})
-
-
-def free_tcp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the OS reports free right now (bound together, then released)."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-INSECURE_HELP = (
-    "keys (--keys-dir or keys_dir) to listen on a non-loopback address; or --insecure to run "
-    "without them, which gives up: encryption, the neighbours-only allow-list, and identity "
-    "(any host that reaches the port can claim to be a neighbour, send forged messages and "
-    "make ZeroMQ buffer up to hwm x frames x max_message_mb of it before p2pfl sees a byte)"
-)
-
-
-def is_loopback(address: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// addresses on the loopback interface."""
-    import ipaddress
-
-    scheme, _, rest = address.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def run_node_async(
-    deployment: Deployment,
-    node_id: int,
-    *,
-    out: Path | None,
-    listen: str | None = None,
-    search: Sequence[str | os.PathLike] = (),
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-    checkpoints: bool = True,
-    insecure: bool = False,
-) -> np.ndarray:
-    """Run one node of a deployment until the experiment ends; returns its final model.
-
-    With ``out``, the node checkpoints every round to ``out/checkpoints`` and, started again
-    with the same arguments, resumes from there (see :mod:`p2pfl.checkpoint`). SIGINT and
-    SIGTERM stop it cleanly (the last round's checkpoint stays) and raise KeyboardInterrupt.
-    With keys, keys are loaded and the ZAP handler started before any socket exists; any
-    missing piece raises instead of running unauthenticated.
-    """
-    from .checkpoint import Checkpointer, capture, restore
-    from .config import flat_settings
-
-    cfg = deployment.config
-    if not 0 <= node_id < cfg.nodes:
-        raise ConfigError("id", node_id, f"a node id in 0..{cfg.nodes - 1}")
-    plan = Plan.build(cfg, search=search)
-    neighbours = plan.topology.neighbours(node_id)
-    listen = listen or deployment.addresses.get(node_id)
-    if listen is None:
-        raise ConfigError("--listen", None, f"an address for node {node_id} (in the deployment or --listen)")
-    unknown = [j for j in neighbours if j not in deployment.addresses]
-    if unknown:
-        raise ConfigError("--peer", unknown, f"an address for every neighbour of node {node_id}: {list(neighbours)}")
-    if deployment.keys_dir is None and not insecure and not is_loopback(listen):
-        raise ConfigError("--insecure", listen, INSECURE_HELP)
-    curve = None
-    if deployment.keys_dir is not None:
-        from .security import load_curve_keys
-
-        curve = load_curve_keys(deployment.keys_dir, node_id, neighbours, public_keys=deployment.public_keys)
-    ckpt = Checkpointer(out / "checkpoints", node_id) if out is not None and checkpoints else None
-    state = ckpt.load() if ckpt is not None else None
-    if state is not None and state.exp_id != plan.exp_id:
-        raise ConfigError("checkpoint", str(ckpt.json_path if ckpt else ""),
-                          "a checkpoint of these settings (it belongs to another experiment; use another --out)")
-    if state is not None and state.finished:
-        log.info("node %d: the checkpoint in %s says this node already finished", node_id, out)
-        if out is not None:
-            (out / "final").mkdir(parents=True, exist_ok=True)
-            np.save(out / "final" / f"node-{node_id}.npy", state.x)
-        return state.x
-    writer = MetricsWriter(out / "nodes" / f"node-{node_id}.jsonl") if out is not None else None
-
-    auth = None
-
-    def record(rec: dict[str, Any]) -> None:
-        if auth is not None and auth.policy.denied:  # connections refused by CurveZMQ/ZAP
-            rec["denied"] = dict(auth.policy.denied)
-        if writer is not None:
-            writer.write(rec)
-        if on_record is not None:
-            on_record(rec)
-
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pfl-node{node_id}")
-    ctx = zmq.asyncio.Context()
-    transport = _transport(plan, node_id, listen, ctx, curve)
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    stopped: list[int] = []
-
-    signalled_at: list[float] = []
-
-    def on_signal(signum: int) -> None:
-        if not stopped and main is not None:
-            log.warning("node %d: %s received; stopping (the last round's checkpoint stays)",
-                        node_id, signal.Signals(signum).name)
-            signalled_at.append(time.monotonic())
-            main.cancel()
-        stopped.append(signum)
-
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-            pass
-    try:
-        if curve is not None:
-            from .security import start_authenticator
-
-            auth = start_authenticator(ctx, curve, neighbours)  # before bind: fail closed
-        transport.bind()
-        transport.connect({j: deployment.addresses[j] for j in neighbours})
-        node = make_node(plan, node_id, transport, executor=executor, on_record=record)
-        if cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
-            bound = {**{j: deployment.addresses[j] for j in neighbours}, node_id: transport.address or listen}
-            node.reopen = _reopener(plan, node_id, bound, ctx, curve)
-        tree = cfg.to_mapping()
-        tree.pop("name", None)
-        tree.get("data", {}).pop("data_dir", None)
-        tree.get("data", {}).pop("download", None)
-        node.settings = flat_settings(tree)
-        if ckpt is not None:
-            def checkpointer(n: Node, finished: bool) -> Callable[[], Any]:
-                snapshot = capture(n, finished=finished)
-                return lambda: ckpt.save(snapshot)
-
-            node.checkpointer = checkpointer
-        start = 1
-        if state is not None:
-            restore(node, state)
-            start = state.round + 1
-            log.info("node %d: resuming after round %d from %s", node_id, state.round, ckpt.json_path if ckpt else "")
-        try:
-            x = await node.run(start, resume=state is not None)
-        except asyncio.CancelledError:
-            if stopped:
-                raise KeyboardInterrupt from None
-            raise
-        if out is not None:
-            (out / "final").mkdir(parents=True, exist_ok=True)
-            np.save(out / "final" / f"node-{node_id}.npy", x)
-        return x
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await transport.aclose(linger_ms=0 if stopped else None)  # Ctrl-C: neighbours repair what is lost
-        if auth is not None:
-            auth.stop()
-        # Off the loop: both can block (a training thread finishing its batch, linger).
-        await asyncio.to_thread(ctx.term)
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-        if writer is not None:
-            writer.close()
-        if signalled_at:
-            log.info("node %d: stopped %.2f s after the signal", node_id, time.monotonic() - signalled_at[0])
 
 
 def run_processes(

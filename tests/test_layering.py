@@ -22,12 +22,14 @@ RANKS = {
     "p2pfl.topology": 3, "p2pfl.metrics": 3,
     "p2pfl.runfolder": 4,
     "p2pfl.plan": 5,
-    "p2pfl.launch": 6,
-    "p2pfl.updates": 7,
-    "p2pfl.report": 8,
-    "p2pfl.experiment": 9,
-    "p2pfl.sweep": 10, "p2pfl.demo": 10,
-    "p2pfl.cli": 11,
+    "p2pfl.wiring": 6,
+    "p2pfl.deployment": 7,
+    "p2pfl.launch": 8,
+    "p2pfl.updates": 9,
+    "p2pfl.report": 10,
+    "p2pfl.experiment": 11,
+    "p2pfl.sweep": 12, "p2pfl.demo": 12,
+    "p2pfl.cli": 13,
 }
 # Modules of the packages another change restructures (p2pfl.attacks, p2pfl.filters):
 # their internal cycles are theirs; the checks below cover everything that imports them.

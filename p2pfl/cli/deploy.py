@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from ..config import RunConfig
+from ..deployment import Deployment, run_node_async
 from ..errors import ConfigError
-from ..launch import Deployment, run_node_async
 from ..logs import setup_logging
 from ..plan import set_torch_threads
 from ..security import keygen as make_keys

@@ -62,7 +62,7 @@ def assemble(folder: str | Path) -> bool:
     ``deployment.toml`` when missing. Adversaries are the nodes whose records carry a
     non-benign role. Returns False (and changes nothing) when there is nothing to do.
     """
-    from ..launch import Deployment
+    from ..deployment import Deployment
 
     folder = Path(folder)
     files = sorted((folder / "nodes").glob("node-*.jsonl"))
