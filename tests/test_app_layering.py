@@ -1,7 +1,8 @@
 """The application layer's imports point one way: no cycles, a layering list, click only in p2pfl.cli.
 
 Read from the source (every ``import``, also the ones inside functions), so a lazy import
-that closes a cycle fails here as a module-level one would.
+that closes a cycle fails here as a module-level one would. The layers of the library
+core (filters, attacks, node, protocol, ...) are checked by tests/test_layering.py.
 """
 
 from __future__ import annotations
