@@ -38,7 +38,7 @@ import numpy as np
 
 from .config import RunConfig
 from .errors import ConfigError
-from .launch import RunResult, run
+from .launch import RunHook, RunResult, run
 from .plan import search_dirs, validate
 from .updates import RecordUpdates, UpdateRecorder, update_stats
 
@@ -247,15 +247,19 @@ class Experiment:
         data_dir: str | Path | None = None,
         updates: bool = True,
         plots: bool | None = None,
+        hooks: Sequence[RunHook] = (),
     ) -> ExperimentResult:
         """Run on this machine (:func:`p2pfl.launch.run`); with ``out``, write the run folder
         (and its plots unless ``plots=False``). ``data_dir``: where data sets are looked up
         first (then the config's ``data.data_dir``, ``~/.cache/p2pfl``: library code reads no
         environment, so ``$P2PFL_DATA`` is the CLI's). ``updates``: record weight updates
-        (in-process runs, :mod:`p2pfl.updates`)."""
+        (in-process runs, :mod:`p2pfl.updates`). ``hooks``: your own
+        :class:`~p2pfl.launch.RunHook` objects (given the plan, every node before it starts
+        in in-process runs, and the result)."""
         search = search_dirs([data_dir] if data_dir else [], self.config)
+        hooks = [*([RecordUpdates()] if updates else []), *hooks]
         result = run(self.config, out=out, search=search, progress=progress, overwrite=overwrite,
-                     processes=processes, hooks=[RecordUpdates()] if updates else [])
+                     processes=processes, hooks=hooks)
         wrapped = ExperimentResult(result)
         if result.out is not None and (plots is None or plots):
             wrapped.plot()

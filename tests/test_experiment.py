@@ -20,6 +20,7 @@ from p2pfl.experiment import (
     settings_to_overrides,
     update_stats,
 )
+from p2pfl.launch import RunHook
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -132,7 +133,20 @@ def test_rounds_to_finds_the_first_round_at_the_threshold():
 # ---- running ---------------------------------------------------------------------------------
 def test_run_returns_per_round_metrics_updates_and_a_run_folder_with_plots(tmp_path):
     exp = Experiment(tiny_config(rounds=2), adversaries=1, attack="boost", name="api")
-    result = exp.run(out=tmp_path / "run")
+    seen: list[str] = []
+
+    class Watch(RunHook):
+        def start(self, plan, out):
+            seen.append(f"start {plan.config.nodes} {out.name}")
+
+        def attach(self, node):
+            seen.append(f"attach {node.id}")
+
+        def finish(self, result):
+            seen.append(f"finish {len(result.records)}")
+
+    result = exp.run(out=tmp_path / "run", hooks=[Watch()])
+    assert seen == ["start 4 run", *(f"attach {i}" for i in range(4)), "finish 8"]
     assert isinstance(result, ExperimentResult)
     assert [r["round"] for r in result.rounds] == [1, 2]
     assert len(result.accuracy) == 2 and all(0.0 <= a <= 1.0 for a in result.accuracy)

@@ -51,7 +51,6 @@ _RUN_FLAGS: dict[str, str] = {
 }
 
 
-
 def parse_role(text: str) -> dict[str, Any]:
     """``--role 0,3=boost`` or ``--role 5=my-profile.toml`` -> a [[roles]] entry."""
     if "=" not in text:
