@@ -9,7 +9,7 @@ A run folder gets, in ``DIR/plots/``:
 ``topology.png``   the graph, adversaries as red triangles, benign nodes coloured by their
                    final attack success (final accuracy without an attack)
 ``updates.png``    histograms of benign vs malicious weight-update values in sampled rounds
-                   (needs ``updates/``, written by in-process runs of :mod:`p2pfl.experiment`)
+                   (needs ``updates/``, written by in-process runs, :mod:`p2pfl.updates`)
 ``wall.png``       benign accuracy (and attack success) against wall-clock time: every
                    benign node's evaluations and the per-round (per-tick) benign mean
 ``distances.png``  L2 distance spread by round: pairwise distances among benign updates vs
@@ -24,6 +24,9 @@ value (e.g. sync and async side by side when a sweep varies ``mode``). Plots tha
 their data are skipped.
 
 Everything uses matplotlib's object API on the Agg canvas (no pyplot state, no display).
+Run plots are in :mod:`p2pfl.report.runs`, sweep plots in :mod:`p2pfl.report.sweeps`, the
+graph drawing in :mod:`p2pfl.report.graph`; this module turns ``p2pfl node`` outputs into a
+run folder (:func:`assemble`) and dispatches (:func:`report`).
 """
 
 from __future__ import annotations
