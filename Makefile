@@ -23,16 +23,16 @@ demo: install
 	$(BIN)/python -m p2pfl.demo
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks
 
 lint: install
-	$(BIN)/ruff check p2pfl tests benchmarks
+	$(BIN)/ruff check p2pfl tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis runs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
 import sys
 import time
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--only", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
     args = parser.parse_args(argv)
+    command = command_line(sys.argv[1:] if argv is None else argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(ORDER))
     if unknown:
@@ -42,18 +44,24 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[{name}]")
         module = importlib.import_module(f"benchmarks.{name}")
         rows = module.run(quick=args.quick)
-        path = write_results(name, rows, quick=args.quick, started=t0)
+        path = write_results(name, rows, quick=args.quick, started=t0, command=command)
         log(f"  -> {path.relative_to(RESULTS.parent.parent)} ({time.perf_counter() - t0:.0f} s)")
         results.extend(rows)
     print(table(results))
     # The README table holds the latest result of every group, so that a partial re-run
     # (--only) updates its rows and keeps the others.
-    write_readme(table(latest(args.quick)), quick=args.quick, seconds=time.perf_counter() - started)
+    write_readme(table(latest(args.quick)), quick=args.quick, seconds=time.perf_counter() - started,
+                 command=command)
     log(f"total {time.perf_counter() - started:.0f} s; load average {load_average()}")
     missed = [r.name for r in results if not r.met]
     if missed:
         log(f"targets missed: {', '.join(missed)}")
     return 1 if args.strict and missed else 0
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as it was typed (``python -m benchmarks --only transport``), for the records."""
+    return " ".join(["python -m benchmarks", *(shlex.quote(a) for a in argv)])
 
 
 def latest(quick: bool) -> list[Result]:
@@ -72,9 +80,9 @@ def latest(quick: bool) -> list[Result]:
     return rows
 
 
-def write_readme(text: str, *, quick: bool, seconds: float) -> None:
+def write_readme(text: str, *, quick: bool, seconds: float, command: str) -> None:
     env = environment()
-    cmd = "python -m benchmarks" + (" --quick" if quick else "")
+    cmd = command
     body = (
         "# Benchmark results\n\n"
         f"Written by `{cmd}` (`make bench` runs the full set; the last run took {seconds:.0f} s) on "

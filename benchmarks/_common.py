@@ -131,8 +131,11 @@ class Result:
 
 
 def write_results(group: str, results: list[Result], *, quick: bool, started: float,
-                  extra: Mapping[str, Any] | None = None) -> Path:
-    """benchmarks/results/<group>.json with the environment, the rows and run facts."""
+                  extra: Mapping[str, Any] | None = None, command: str | None = None) -> Path:
+    """benchmarks/results/<group>.json with the environment, the rows and run facts.
+
+    ``command`` is the command line that ran (``python -m benchmarks --only filter``);
+    without one, the command that runs just this group."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{group}{'-quick' if quick else ''}.json"
     doc = {
@@ -140,7 +143,7 @@ def write_results(group: str, results: list[Result], *, quick: bool, started: fl
         "quick": quick,
         "seconds": round(time.perf_counter() - started, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "python -m benchmarks" + (" --quick" if quick else "") + f" --only {group}",
+        "command": command or "python -m benchmarks" + (" --quick" if quick else "") + f" --only {group}",
         "environment": environment(),
         "load_average_end": load_average(),
         "results": [asdict(r) | {"target_text": r.target_text} for r in results],

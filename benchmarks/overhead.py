@@ -167,7 +167,7 @@ def profile_inprocess(plan: Plan, lines: int = 25) -> dict[str, Any]:
     stats.sort_stats("tottime").print_stats(lines)
     # Group the executor time by what the node asked for (cumulative time of each entry point).
     groups = {"Trainer.train": ("train.py", "train"), "Trainer.evaluate": ("train.py", "evaluate"),
-              "Node._merge": ("node.py", "_merge"), "attack_metrics": ("launch.py", "attack_metrics"),
+              "Node._merge": ("node.py", "_merge"), "attack_metrics": ("wiring.py", "attack_metrics"),
               "wire.decode": ("wire.py", "decode"), "wire.encode": ("wire.py", "encode"),
               "wire.checksum": ("wire.py", "checksum"), "Node._receive_loop": ("node.py", "_receive_loop"),
               "event loop select (idle)": ("selectors.py", "select")}

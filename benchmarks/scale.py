@@ -45,7 +45,7 @@ def point(nodes: int, topology: str, rounds: int) -> dict[str, Any]:
     import resource
 
     from p2pfl.config import RunConfig
-    from p2pfl.launch import run_inprocess
+    from p2pfl.launch import run
     from p2pfl.plan import Plan, set_torch_threads
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -70,7 +70,7 @@ def point(nodes: int, topology: str, rounds: int) -> dict[str, Any]:
             rss_at[t] = rss_bytes()
 
     t0 = time.perf_counter()
-    res = run_inprocess(plan, progress=progress)
+    res = run(cfg, plan=plan, progress=progress)
     wall = time.perf_counter() - t0
     ok = len(res.records) == nodes * rounds and all(seen.get(t) == nodes for t in range(1, rounds + 1))
     first, last = min(done_at), max(done_at)  # round numbers

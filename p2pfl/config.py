@@ -29,15 +29,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .validate import choice, flag, integer, real
 
 if TYPE_CHECKING:
     from .faults import LinkFaults
@@ -55,6 +55,27 @@ def read_toml(path: str | Path, field: str, what: str = "an existing TOML file")
         raise ConfigError(field, str(path), what) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(field, str(path), f"valid TOML ({exc})") from None
+
+
+def parse_value(text: str) -> Any:
+    """A KEY=VALUE value: TOML syntax (numbers, booleans, quoted strings, [lists]), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignments(items: Iterable[str], field: str = "--set",
+                      example: str = "train.epochs=2 or attack.lam=10") -> dict[str, Any]:
+    """``["train.epochs=2", "adversaries=[0,2]"]`` -> ``{"train.epochs": 2, "adversaries": [0, 2]}``:
+    the one parser of ``--set KEY=VALUE`` (``p2pfl run``, ``sweep``, ``topology show``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(field, item, f"KEY=VALUE, e.g. {example}")
+        out[key.strip()] = parse_value(value.strip())
+    return out
 
 
 def flat_settings(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -85,30 +106,6 @@ def _freeze(params: Mapping[str, Any] | None, section: str) -> Mapping[str, Any]
     return MappingProxyType(dict(sorted(out.items())))
 
 
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, value, "one of " + ", ".join(allowed))
-
-
-def _check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, value, "an integer")
-    if lo is not None and value < lo:
-        raise ConfigError(name, value, f"at least {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(name, value, f"at most {hi}")
-
-
-def _check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-                 *, open_lo: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(name, value, "a finite number")
-    if lo is not None and (value < lo or (open_lo and value == lo)):
-        raise ConfigError(name, value, f"{'greater than' if open_lo else 'at least'} {lo}")
-    if hi is not None and value > hi:
-        raise ConfigError(name, value, f"at most {hi}")
-
-
 DATASETS = ("fmnist", "adult")
 PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("cnn", "paper-cnn", "mlp")
@@ -134,17 +131,16 @@ class DataConfig:
     validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_choice("data.dataset", self.dataset, DATASETS)
-        _check_choice("data.partition", self.partition, PARTITIONS)
-        _check_float("data.alpha", self.alpha, 0.0, open_lo=True)
-        _check_int("data.shards_per_node", self.shards_per_node, 1)
+        choice("data.dataset", self.dataset, DATASETS)
+        choice("data.partition", self.partition, PARTITIONS)
+        real("data.alpha", self.alpha, 0.0, open_lo=True)
+        integer("data.shards_per_node", self.shards_per_node, 1)
         for name in ("max_train", "max_test"):
             if getattr(self, name) is not None:
-                _check_int(f"data.{name}", getattr(self, name), 10)
-        _check_float("data.test_fraction", self.test_fraction, 0.01, 0.9)
-        _check_float("data.validation_fraction", self.validation_fraction, 0.0, 0.5)
-        if not isinstance(self.download, bool):
-            raise ConfigError("data.download", self.download, "true or false")
+                integer(f"data.{name}", getattr(self, name), 10)
+        real("data.test_fraction", self.test_fraction, 0.01, 0.9)
+        real("data.validation_fraction", self.validation_fraction, 0.0, 0.5)
+        flag("data.download", self.download)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,17 +157,16 @@ class TrainConfig:
     keep_optimizer_state: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("train.model", self.model, MODELS)
-        _check_int("train.epochs", self.epochs, 0, 1000)
-        _check_int("train.batch_size", self.batch_size, 1)
-        _check_float("train.lr", self.lr, 0.0, open_lo=True)
-        _check_choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        _check_float("train.momentum", self.momentum, 0.0, 1.0)
+        choice("train.model", self.model, MODELS)
+        integer("train.epochs", self.epochs, 0, 1000)
+        integer("train.batch_size", self.batch_size, 1)
+        real("train.lr", self.lr, 0.0, open_lo=True)
+        choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        real("train.momentum", self.momentum, 0.0, 1.0)
         if self.momentum and self.optimizer != "sgd":
             raise ConfigError("train.momentum", self.momentum, "0 unless train.optimizer = 'sgd'")
-        _check_float("train.weight_decay", self.weight_decay, 0.0)
-        if not isinstance(self.keep_optimizer_state, bool):
-            raise ConfigError("train.keep_optimizer_state", self.keep_optimizer_state, "true or false")
+        real("train.weight_decay", self.weight_decay, 0.0)
+        flag("train.keep_optimizer_state", self.keep_optimizer_state)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,30 +226,30 @@ class NetConfig:
     tick_period: float = 0.0  # minimum seconds per tick (a node wakes at most this often); 0 = no pause
 
     def __post_init__(self) -> None:
-        _check_choice("net.transport", self.transport, TRANSPORTS)
+        choice("net.transport", self.transport, TRANSPORTS)
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError("net.host", self.host, "a host name or IP address")
-        _check_float("net.round_timeout", self.round_timeout, 0.0, open_lo=True)
-        _check_float("net.connect_timeout", self.connect_timeout, 0.0, open_lo=True)
-        _check_float("net.send_timeout", self.send_timeout, 0.0, open_lo=True)
-        _check_int("net.linger_ms", self.linger_ms, 0)
-        _check_int("net.hwm", self.hwm, 1)
-        _check_float("net.max_message_mb", self.max_message_mb, 0.0)
-        _check_float("net.compression", self.compression, 0.0, 1.0)
-        _check_int("net.window", self.window, 1, 1000)
-        _check_float("net.gap_grace", self.gap_grace, 0.0, open_lo=True)
-        _check_float("net.dead_after", self.dead_after, 0.0, open_lo=True)
-        _check_float("net.max_abs", self.max_abs, 0.0, open_lo=True)
-        _check_int("net.send_queue", self.send_queue, 1, 100_000)
+        real("net.round_timeout", self.round_timeout, 0.0, open_lo=True)
+        real("net.connect_timeout", self.connect_timeout, 0.0, open_lo=True)
+        real("net.send_timeout", self.send_timeout, 0.0, open_lo=True)
+        integer("net.linger_ms", self.linger_ms, 0)
+        integer("net.hwm", self.hwm, 1)
+        real("net.max_message_mb", self.max_message_mb, 0.0)
+        real("net.compression", self.compression, 0.0, 1.0)
+        integer("net.window", self.window, 1, 1000)
+        real("net.gap_grace", self.gap_grace, 0.0, open_lo=True)
+        real("net.dead_after", self.dead_after, 0.0, open_lo=True)
+        real("net.max_abs", self.max_abs, 0.0, open_lo=True)
+        integer("net.send_queue", self.send_queue, 1, 100_000)
         for name in ("loss", "duplicate", "reorder"):
-            _check_float(f"net.{name}", getattr(self, name), 0.0, 1.0)
-        _check_float("net.delay_ms", self.delay_ms, 0.0, 3_600_000.0)
-        _check_float("net.jitter_ms", self.jitter_ms, 0.0, 3_600_000.0)
+            real(f"net.{name}", getattr(self, name), 0.0, 1.0)
+        real("net.delay_ms", self.delay_ms, 0.0, 3_600_000.0)
+        real("net.jitter_ms", self.jitter_ms, 0.0, 3_600_000.0)
         if self.fault_seed is not None:
-            _check_int("net.fault_seed", self.fault_seed, 0, 2**32 - 1)
-        _check_int("net.fanout", self.fanout, 0, 100_000)
-        _check_float("net.staleness", self.staleness, 0.0, 100.0)
-        _check_float("net.tick_period", self.tick_period, 0.0, 3600.0)
+            integer("net.fault_seed", self.fault_seed, 0, 2**32 - 1)
+        integer("net.fanout", self.fanout, 0, 100_000)
+        real("net.staleness", self.staleness, 0.0, 100.0)
+        real("net.tick_period", self.tick_period, 0.0, 3600.0)
 
     def faults(self, seed: int) -> LinkFaults | None:
         """The network faults of these settings (links seeded by ``fault_seed``, else ``seed``).
@@ -286,7 +281,7 @@ class RoleConfig:
 
     def __post_init__(self) -> None:
         if self.speed is not None:
-            _check_float("roles.speed", self.speed, 0.0, 1.0, open_lo=True)
+            real("roles.speed", self.speed, 0.0, 1.0, open_lo=True)
         nodes = tuple(self.nodes) if isinstance(self.nodes, list | tuple) else self.nodes
         if not isinstance(nodes, tuple) or not nodes or not all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in nodes
@@ -304,12 +299,16 @@ class RoleConfig:
         return self.attack is not None and self.attack.name != "none"
 
 
-def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nodes"),)) -> RoleConfig:
-    """Build a role from a ``[[roles]]`` table; ``profile`` names a file (or ``nodes/<name>.toml``).
+def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = ()) -> RoleConfig:
+    """Build a role from a ``[[roles]]`` table; ``profile`` names a profile shipped with p2pfl
+    (``boost``, see ``p2pfl/profiles/``) or a path to a profile file (a path that exists wins).
 
     Profile layout: ``role``, ``description``, ``[attack]`` (name + parameters), ``[defence]``
-    (name + parameters). Tables given inline in the entry override the profile's.
+    (name + parameters). Tables given inline in the entry override the profile's. ``search``:
+    folders where a bare profile name is looked up before the shipped profiles.
     """
+    from .resources import PROFILES_DIR, locate, shipped
+
     entry = dict(entry)
     unknown = set(entry) - {"nodes", "profile", "role", "attack", "defence", "description", "speed"}
     if unknown:
@@ -318,14 +317,13 @@ def load_role(entry: Mapping[str, Any], *, search: tuple[Path, ...] = (Path("nod
     profile = entry.pop("profile", None)
     if profile is not None:
         if not isinstance(profile, str) or not profile:
-            raise ConfigError("roles.profile", profile, "a profile name in nodes/ or a path to a .toml file")
-        path = Path(profile)
-        candidates = [path] if path.suffix == ".toml" else [d / f"{profile}.toml" for d in search]
-        found = next((c for c in candidates if c.is_file()), None)
+            raise ConfigError("roles.profile", profile, "a profile name or a path to a .toml file")
+        found = next((d / f"{profile}.toml" for d in search if (d / f"{profile}.toml").is_file()), None)
+        found = found or locate(profile, PROFILES_DIR)
         if found is None:
             raise ConfigError("roles.profile", profile,
-                              "a profile name in nodes/ or a path to a .toml file (looked in "
-                              + ", ".join(str(c) for c in candidates) + ")")
+                              "a profile name (" + ", ".join(shipped(PROFILES_DIR))
+                              + ") or the path of an existing .toml file")
         raw = read_toml(found, "roles.profile")
         bad = set(raw) - {"role", "description", "attack", "defence", "speed"}
         if bad:
@@ -363,8 +361,8 @@ class ChurnConfig:
         ):
             raise ConfigError("churn.nodes", self.nodes, "a non-empty list of node ids")
         object.__setattr__(self, "nodes", tuple(sorted(set(nodes))))
-        _check_int("churn.leave", self.leave, 1)
-        _check_int("churn.rejoin", self.rejoin, 0)
+        integer("churn.leave", self.leave, 1)
+        integer("churn.rejoin", self.rejoin, 0)
         if self.rejoin and self.rejoin <= self.leave:
             raise ConfigError("churn.rejoin", self.rejoin, f"a tick after leave ({self.leave}), or 0 (never)")
 
@@ -381,6 +379,22 @@ def _churn(entry: Any) -> ChurnConfig:
 
 
 MODES = ("sync", "async")
+DEFAULT_NODES = 10
+
+
+def topology_file_nodes(topology: Any) -> tuple[Path, int] | None:
+    """``(file, nodes)`` when ``topology`` names a topology file (a ``*.toml`` path, or a
+    shipped one, see :mod:`p2pfl.resources`) that sets ``nodes``; None otherwise (a generator
+    name, a file without ``nodes``, a file not found here: building the graph reports that)."""
+    from .resources import TOPOLOGIES_DIR, locate, looks_like_path
+
+    if not isinstance(topology, str) or not looks_like_path(topology):
+        return None
+    found = locate(topology, TOPOLOGIES_DIR)
+    if found is None:
+        return None
+    n = read_toml(found, "topology").get("nodes")
+    return (found, n) if isinstance(n, int) and not isinstance(n, bool) else None
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -412,7 +426,7 @@ class RunConfig:
     name: str = "run"
     topology: str = "ring"
     topology_params: Mapping[str, Any] = field(default_factory=dict)
-    nodes: int = 10
+    nodes: int = None  # type: ignore[assignment]  # not given: the topology file's ``nodes``, else 10
     rounds: int = 10
     seed: int = 0
     mixing: str = "metropolis"
@@ -438,16 +452,22 @@ class RunConfig:
         if not isinstance(self.topology, str) or not self.topology:
             raise ConfigError("topology", self.topology, "a topology name or a path to a .toml file")
         object.__setattr__(self, "topology_params", _freeze(self.topology_params, "topology_params"))
-        _check_int("nodes", self.nodes, 2, 100_000)
-        _check_int("rounds", self.rounds, 1, 1_000_000)
-        _check_int("seed", self.seed, 0, 2**32 - 1)
-        _check_choice("mixing", self.mixing, MIXING_RULES)
-        _check_int("adversaries", self.adversaries, 0)
+        declared = topology_file_nodes(self.topology)
+        if self.nodes is None:
+            object.__setattr__(self, "nodes", declared[1] if declared is not None else DEFAULT_NODES)
+        integer("nodes", self.nodes, 2, 100_000)
+        if declared is not None and declared[1] != self.nodes:
+            raise ConfigError("nodes", self.nodes, f"{declared[1]}, the nodes = {declared[1]} of topology file "
+                              f"{declared[0]} (leave the node count out to use the file's)")
+        integer("rounds", self.rounds, 1, 1_000_000)
+        integer("seed", self.seed, 0, 2**32 - 1)
+        choice("mixing", self.mixing, MIXING_RULES)
+        integer("adversaries", self.adversaries, 0)
         if self.adversaries >= self.nodes:
             raise ConfigError("adversaries", self.adversaries,
                               f"at most {self.nodes - 1} (fewer than the {self.nodes} nodes)")
-        _check_choice("placement", self.placement, PLACEMENTS)
-        _check_int("eval_every", self.eval_every, 1)
+        choice("placement", self.placement, PLACEMENTS)
+        integer("eval_every", self.eval_every, 1)
         for key, cls in _SECTIONS.items():
             if not isinstance(getattr(self, key), cls):
                 raise ConfigError(key, getattr(self, key), f"a {cls.__name__}")
@@ -464,9 +484,9 @@ class RunConfig:
         if listed_adv + self.adversaries >= self.nodes:
             raise ConfigError("roles", listed_adv + self.adversaries,
                               f"fewer adversaries than the {self.nodes} nodes (at least one benign)")
-        _check_choice("mode", self.mode, MODES)
-        _check_float("speed", self.speed, 0.0, 1.0, open_lo=True)
-        _check_float("time_budget", self.time_budget, 0.0)
+        choice("mode", self.mode, MODES)
+        real("speed", self.speed, 0.0, 1.0, open_lo=True)
+        real("time_budget", self.time_budget, 0.0)
         if self.time_budget and self.mode != "async":
             raise ConfigError("time_budget", self.time_budget, "0 unless mode = 'async' (sync rounds run them all)")
         if not isinstance(self.churn, list | tuple):
@@ -522,6 +542,8 @@ class RunConfig:
         ``attack.X`` / ``defence.X`` for any X other than ``name`` set that parameter.
         """
         tree = self.to_mapping()
+        if "topology" in overrides and "nodes" not in overrides and topology_file_nodes(overrides["topology"]):
+            del tree["nodes"]  # a new topology file brings its own node count
         for dotted, value in overrides.items():
             parts = dotted.split(".")
             if len(parts) == 1:
@@ -637,7 +659,10 @@ def _section(key: str, value: Any) -> Any:
 
 __all__ = [
     "flat_settings",
+    "parse_assignments",
+    "parse_value",
     "read_toml",
+    "topology_file_nodes",
     "AttackConfig",
     "ChurnConfig",
     "RoleConfig",

@@ -18,21 +18,19 @@ short names of common section keys (``epochs``, ``batch_size``, ``lr``, ``model`
 sections as mappings (``train={"epochs": 1}``), ``attack="boost"`` or
 ``attack={"name": "boost", "lam": 10}``, and dotted keys (``**{"attack.lam": 10}``).
 
-Besides the run folder of :func:`p2pfl.launch.run`, an in-process run records the weight
-updates every node computes (:class:`UpdateRecorder`): per round, each node's update norm
-and its L2 distances to the benign nodes' updates (``updates.jsonl``), and a fixed sample
-of coordinates of every node's update in a few rounds (``updates/round-TTT.npz``). These
-feed the paper's weight-update views in :mod:`p2pfl.report`.
+:meth:`Experiment.run` calls :func:`p2pfl.launch.run`; besides the run folder, an in-process
+run records the weight updates every node computes (:mod:`p2pfl.updates`): per round, each
+node's update norm and its L2 distances to the benign nodes' updates (``updates.jsonl``),
+and a fixed sample of coordinates of every node's update in a few rounds
+(``updates/round-TTT.npz``). These feed the paper's weight-update views in :mod:`p2pfl.report`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +38,9 @@ import numpy as np
 
 from .config import RunConfig
 from .errors import ConfigError
-from .launch import Progress, RunResult, prepare_out, run_inprocess
-from .launch import run as launch_run
-from .plan import Plan, node_seed, resolve_search_dirs, set_torch_threads
+from .launch import RunHook, RunResult, run
+from .plan import search_dirs, validate
+from .updates import RecordUpdates, UpdateRecorder, update_stats
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +62,6 @@ ALIASES: dict[str, str] = {
     "compression": "net.compression",
 }
 _MERGED_SECTIONS = ("data", "train", "net", "topology_params")
-
-UPDATES_FILE = "updates.jsonl"
-UPDATES_DIR = "updates"
-SAMPLE_SIZE = 10_000
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -110,212 +104,6 @@ def load_config(source: RunConfig | str | Path | Mapping[str, Any] | None) -> Ru
     if isinstance(source, str | Path):
         return RunConfig.from_toml(source)
     raise ConfigError("config", source, "a RunConfig, a TOML file path, TOML text or a mapping")
-
-
-def validate(config: RunConfig) -> None:
-    """Check the names and parameters of the attack and the defence before anything runs."""
-    from .attacks import ATTACKS, check_params
-    from .filters import build_filter
-
-    build_filter(config.defence.name, dict(config.defence.params))
-    if config.attack.name not in ATTACKS:
-        raise ConfigError("attack.name", config.attack.name, "one of " + ", ".join(ATTACKS))
-    check_params(config.attack.name, dict(config.attack.params))
-    for role in getattr(config, "roles", ()):  # [[roles]]: nodes with their own attack or filter
-        if role.defence is not None:
-            build_filter(role.defence.name, dict(role.defence.params))
-        if role.attack is not None:
-            check_params(role.attack.name, dict(role.attack.params))
-
-
-def search_dirs(data_dir: str | Path | None, config: RunConfig | None = None) -> list[Path]:
-    """The data search path of ``Experiment.run(data_dir=...)``: ``data_dir``, the config's
-    ``data.data_dir``, ``~/.cache/p2pfl`` (:func:`p2pfl.plan.resolve_search_dirs`; library code
-    reads no environment, so ``$P2PFL_DATA`` is the CLI's). The plan records it and
-    ``processes=True`` hands exactly this list to every node process."""
-    return resolve_search_dirs([data_dir] if data_dir else [],
-                               config_dir=config.data.data_dir if config is not None else None)
-
-
-# ---- weight updates -----------------------------------------------------------------------------
-class _Recording:
-    """A behaviour that reports the update it produced (announced model - x) and delegates."""
-
-    def __init__(self, inner: Any, recorder: UpdateRecorder, node: int) -> None:
-        self._inner = inner
-        self._recorder = recorder
-        self._node = node
-        self.name = getattr(inner, "name", "benign")
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._inner, item)
-
-    def craft(self, view: Any) -> Any:
-        crafted = self._inner.craft(view)
-        try:
-            self._recorder.add(view.round, self._node, view.x, crafted.announce)
-        except Exception:  # a measurement never breaks a run
-            log.exception("node %d: could not record the update of round %d", self._node, view.round)
-        return crafted
-
-
-@dataclass
-class UpdateRecorder:
-    """Collects every node's weight update of each round (in-process runs).
-
-    The update of node i in round t is ``a - x``: the model it announces (the mean over
-    neighbours when it announces different models) minus its model at the start of the
-    round; for a benign node that is its training update, for an adversary its crafted
-    (e.g. boosted) update. When all nodes of a round are in, one line goes to
-    ``updates.jsonl``: per node the role, the update's L2 norm and the min/max L2 distance
-    to the *benign* nodes' updates (the paper's stealth view), and the min/max pairwise
-    distance among benign updates. In ``sample_rounds`` a fixed random subset of
-    ``sample_size`` coordinates of every update is saved to ``updates/round-TTT.npz``.
-    """
-
-    n: int
-    roles: Mapping[int, str]
-    out: Path | None = None
-    sample_rounds: frozenset[int] = frozenset()
-    sample_size: int = SAMPLE_SIZE
-    seed: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    samples: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
-    _pending: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
-    _index: np.ndarray | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @classmethod
-    def for_plan(cls, plan: Plan, out: Path | None, *, sample_rounds: Iterable[int] | None = None,
-                 sample_size: int = SAMPLE_SIZE) -> UpdateRecorder:
-        rounds = plan.config.rounds
-        if sample_rounds is None:
-            sample_rounds = default_sample_rounds(rounds)
-        return cls(n=plan.config.nodes, roles={i: plan.role(i) for i in range(plan.config.nodes)},
-                   out=out, sample_rounds=frozenset(int(r) for r in sample_rounds if 1 <= r <= rounds),
-                   sample_size=sample_size, seed=plan.config.seed)
-
-    def attach(self, node: Any) -> None:
-        """The ``configure`` hook of :func:`p2pfl.launch.run_inprocess`."""
-        node.behaviour = _Recording(node.behaviour, self, node.id)
-
-    def add(self, t: int, node: int, x: np.ndarray, announce: np.ndarray | Mapping[int, np.ndarray]) -> None:
-        if isinstance(announce, Mapping):
-            a = np.mean(np.stack([np.asarray(v, dtype=np.float32) for v in announce.values()]), axis=0)
-        else:
-            a = np.asarray(announce, dtype=np.float32)
-        u = np.subtract(a, x, dtype=np.float32)
-        with self._lock:
-            pending = self._pending.setdefault(t, {})
-            pending[node] = u
-            if len(pending) == self.n:
-                del self._pending[t]
-            else:
-                return
-        self._complete(t, pending)
-
-    def close(self) -> None:
-        """Flush rounds that did not hear from every node (a node failed or was excluded)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        for t in sorted(pending):
-            self._complete(t, pending[t])
-
-    def _complete(self, t: int, updates: Mapping[int, np.ndarray]) -> None:
-        row = update_stats(t, updates, self.roles)
-        samples = None
-        if t in self.sample_rounds:
-            dim = next(iter(updates.values())).shape[0]
-            if self._index is None:
-                rng = np.random.default_rng(node_seed(self.seed, 0, 7))
-                k = min(dim, self.sample_size)
-                self._index = np.sort(rng.choice(dim, size=k, replace=False))
-            samples = {i: updates[i][self._index].copy() for i in sorted(updates)}
-        with self._lock:
-            self.rows.append(row)
-            self.rows.sort(key=lambda r: r["round"])
-            if samples is not None:
-                self.samples[t] = samples
-            if self.out is not None:
-                with (self.out / UPDATES_FILE).open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row, separators=(",", ":")) + "\n")
-                if samples is not None:
-                    folder = self.out / UPDATES_DIR
-                    folder.mkdir(exist_ok=True)
-                    np.savez_compressed(folder / f"round-{t:03d}.npz", index=self._index,
-                                        **{f"node_{i}": v for i, v in samples.items()})
-
-
-def default_sample_rounds(rounds: int) -> tuple[int, ...]:
-    """Rounds whose update samples are kept: the first three and the last."""
-    return tuple(sorted({r for r in (1, 2, 3, rounds) if 1 <= r <= rounds}))
-
-
-def update_stats(t: int, updates: Mapping[int, np.ndarray], roles: Mapping[int, str]) -> dict[str, Any]:
-    """Norms and L2 distances of one round's updates (see :class:`UpdateRecorder`)."""
-    ids = sorted(updates)
-    u = np.stack([updates[i] for i in ids]).astype(np.float64)
-    sq = np.einsum("ij,ij->i", u, u)
-    gram = u @ u.T
-    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * gram, 0.0))
-    benign = [k for k, i in enumerate(ids) if roles.get(i, "benign") == "benign"]
-    nodes: dict[str, dict[str, Any]] = {}
-    for k, i in enumerate(ids):
-        entry: dict[str, Any] = {"role": roles.get(i, "benign"), "norm": round(float(np.sqrt(sq[k])), 6)}
-        others = [b for b in benign if b != k]
-        if others:
-            entry["dist_min"] = round(float(dist[k, others].min()), 6)
-            entry["dist_max"] = round(float(dist[k, others].max()), 6)
-        nodes[str(i)] = entry
-    row: dict[str, Any] = {"round": t, "nodes": nodes}
-    if len(benign) > 1:
-        pair = dist[np.ix_(benign, benign)][np.triu_indices(len(benign), 1)]
-        row["benign_spread"] = {"min": round(float(pair.min()), 6), "max": round(float(pair.max()), 6),
-                                "mean": round(float(pair.mean()), 6)}
-    return row
-
-
-# ---- running ------------------------------------------------------------------------------------
-def execute(
-    config: RunConfig,
-    *,
-    out: str | Path | None = None,
-    search: Sequence[str | Path] = (),
-    progress: Progress | None = None,
-    overwrite: bool = False,
-    processes: bool = False,
-    workers: int | None = None,
-    updates: bool = True,
-    sample_rounds: Iterable[int] | None = None,
-    sample_size: int = SAMPLE_SIZE,
-    plan: Plan | None = None,
-) -> RunResult:
-    """Run ``config`` like :func:`p2pfl.launch.run`, recording weight updates in-process.
-
-    Same arguments as :func:`p2pfl.launch.run` (so ``p2pfl run`` can call either); the
-    update statistics land in ``result.extra["updates"]`` and ``updates.jsonl``, samples in
-    ``updates/``. With ``processes=True`` or ``updates=False`` this is exactly
-    :func:`p2pfl.launch.run`.
-    """
-    if processes or not updates:
-        return launch_run(config, out=out, processes=processes, search=search, progress=progress,
-                          overwrite=overwrite, plan=plan)
-    from .launch import _write_plan  # the run folder layout is launch's; share its writer
-
-    set_torch_threads(1)
-    plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
-    out_path = prepare_out(out, overwrite=overwrite)
-    if out_path is not None:
-        _write_plan(out_path, plan)
-    recorder = UpdateRecorder.for_plan(plan, out_path, sample_rounds=sample_rounds, sample_size=sample_size)
-    try:
-        result = run_inprocess(plan, out=out_path, progress=progress, configure=recorder.attach,
-                               workers=workers)
-    finally:
-        recorder.close()
-    result.extra["updates"] = recorder.rows
-    result.extra["update_samples"] = recorder.samples
-    return result
 
 
 @dataclass
@@ -459,11 +247,19 @@ class Experiment:
         data_dir: str | Path | None = None,
         updates: bool = True,
         plots: bool | None = None,
+        hooks: Sequence[RunHook] = (),
     ) -> ExperimentResult:
-        """Run on this machine; with ``out``, write the run folder (and its plots unless
-        ``plots=False``). ``data_dir``: where data sets are looked up first."""
-        result = execute(self.config, out=out, search=search_dirs(data_dir, self.config), progress=progress,
-                         overwrite=overwrite, processes=processes, updates=updates)
+        """Run on this machine (:func:`p2pfl.launch.run`); with ``out``, write the run folder
+        (and its plots unless ``plots=False``). ``data_dir``: where data sets are looked up
+        first (then the config's ``data.data_dir``, ``~/.cache/p2pfl``: library code reads no
+        environment, so ``$P2PFL_DATA`` is the CLI's). ``updates``: record weight updates
+        (in-process runs, :mod:`p2pfl.updates`). ``hooks``: your own
+        :class:`~p2pfl.launch.RunHook` objects (given the plan, every node before it starts
+        in in-process runs, and the result)."""
+        search = search_dirs([data_dir] if data_dir else [], self.config)
+        hooks = [*([RecordUpdates()] if updates else []), *hooks]
+        result = run(self.config, out=out, search=search, progress=progress, overwrite=overwrite,
+                     processes=processes, hooks=hooks)
         wrapped = ExperimentResult(result)
         if result.out is not None and (plots is None or plots):
             wrapped.plot()
@@ -476,7 +272,6 @@ __all__ = [
     "ExperimentResult",
     "UpdateRecorder",
     "default_name",
-    "execute",
     "load_config",
     "rounds_to",
     "settings_to_overrides",

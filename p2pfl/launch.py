@@ -1,28 +1,23 @@
 """Starting nodes: all in one process, one OS process per node, or one node from a deployment.
 
-* :func:`run_inprocess` runs every node as an asyncio task in one event loop; each node is
-  still a real ZeroMQ endpoint (tcp on loopback or ipc) and talks only over sockets.
+* :func:`run` is the entry point: it builds the plan, writes the run folder and runs the
+  nodes in one of the two ways below.
+* :func:`run_inprocess_async` runs every node as an asyncio task in one event loop; each node
+  is still a real ZeroMQ endpoint (tcp on loopback or ipc) and talks only over sockets.
 * :func:`run_processes` writes a deployment file and starts ``p2pfl node`` once per node.
-* :func:`run_node` is what ``p2pfl node`` runs: one node from a :class:`Deployment`.
 
-All three produce the same run folder::
+Nodes are built by :mod:`p2pfl.wiring`; :mod:`p2pfl.deployment` runs one node of a
+deployment (``p2pfl node``).
 
-    config.toml      the resolved settings
-    plan.json        graph, adversaries, data source, parameter count
-    metrics.jsonl    one line per node per round
-    summary.json     per-round aggregates over benign nodes and a ``final`` object
-    final/node-I.npy the final model of every node
+All of them produce the same run folder (:mod:`p2pfl.runfolder`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,15 +32,18 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from .behaviour import Honest
-from .config import RunConfig, read_toml
-from .errors import ConfigError
-from .metrics import MetricsWriter, read_records, summarize, write_summary
+from .config import RunConfig
+from .deployment import Deployment, free_tcp_ports, run_node_async
+from .metrics import MetricsWriter, read_records, write_summary
 from .node import Node
 from .plan import Plan, set_torch_threads
-from .transport import CurveKeys, Transport
+from .runfolder import SUMMARY_FILE, prepare_out, run_summary, write_final, write_plan
+from .transport import Transport
+from .wiring import make_node, reopener, transport_for
 
 log = logging.getLogger(__name__)
+
+_transport = transport_for  # the name tests/test_faults.py imports
 
 Progress = Callable[[Mapping[str, Any]], None]
 
@@ -69,187 +67,35 @@ class RunResult:
         return self.summary.get("final", {})
 
 
-# ---- run folders ---------------------------------------------------------------------------------
-def prepare_out(out: str | Path | None, *, overwrite: bool = False) -> Path | None:
-    """Create the run folder; refuse to mix a new run into an existing one."""
-    if out is None:
-        return None
-    path = Path(out)
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ConfigError("out", str(path), "a new or empty folder (pass --overwrite to replace it)")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _write_plan(out: Path, plan: Plan) -> None:
-    (out / "config.toml").write_text(plan.config.to_toml(), encoding="utf-8")
-    (out / "plan.json").write_text(json.dumps(plan.describe(), indent=2) + "\n", encoding="utf-8")
-
-
+# ---- run folders (layout: p2pfl.runfolder) -----------------------------------------------------
 def _finish(out: Path | None, plan: Plan, records: list[dict[str, Any]],
             models: dict[int, np.ndarray], wall: float) -> dict[str, Any]:
-    records.sort(key=lambda r: (int(r["round"]), int(r["node"])))
-    hops = plan.topology.hops(plan.adversaries) if plan.adversaries else None
-    advs = set(plan.adversaries)
-    n_mal = {i: sum(j in advs for j in plan.topology.neighbours(i)) for i in range(plan.config.nodes)}
-    summary = summarize(
-        records,
-        hops={i: int(h) for i, h in enumerate(hops)} if hops is not None else None,
-        malicious_neighbours=n_mal if advs else None,
-        extra={"wall_time": round(wall, 3), "data": plan.bundle.source, "adversaries": list(plan.adversaries),
-               "params": plan.dim},
-        last_per_node=plan.config.mode == "async",
-    )
+    summary = run_summary(records, plan.topology, plan.adversaries, mode=plan.config.mode,
+                          extra={"wall_time": round(wall, 3), "data": plan.bundle.source,
+                                 "adversaries": list(plan.adversaries), "params": plan.dim})
     if out is not None:
-        write_summary(out / "summary.json", summary)
-        final_dir = out / "final"
-        final_dir.mkdir(exist_ok=True)
-        for i, x in models.items():
-            np.save(final_dir / f"node-{i}.npy", x)
+        write_summary(out / SUMMARY_FILE, summary)
+        write_final(out, models)
     return summary
 
 
-# ---- one node ------------------------------------------------------------------------------------
-def make_node(
-    plan: Plan,
-    node_id: int,
-    transport: Transport,
-    *,
-    executor: ThreadPoolExecutor | None = None,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-    x_init: np.ndarray | None = None,
-) -> Node:
-    """Build node ``node_id`` of ``plan`` on a bound and connected transport."""
-    from .data import identity_difference
-    from .filters import build_filter
+class RunHook:
+    """Something that watches a run of :func:`run` in this process, e.g. the weight-update
+    recorder (:class:`p2pfl.updates.RecordUpdates`). Every method is optional.
 
-    cfg = plan.config
-    data, validation = plan.node_data(node_id)
-    trainer = plan.trainer(node_id)
-    test = plan.test  # clean: never stamped or relabelled
-    backdoor = getattr(plan, "backdoor", None)
-    success = backdoor.success_set if backdoor is not None else plan.aux  # single: the aux set
-    behaviour = Honest()
-    attack = plan.attack_for(node_id)
-    if attack.name != "none":
-        from .attacks import build_attack
-
-        behaviour = build_attack(attack.name, dict(attack.params), plan=plan, node=node_id)
-    filt = None
-    defence = plan.defence_for(node_id)
-    if defence.name != "none":
-        filt = build_filter(defence.name, dict(defence.params))
-        filt.check(len(plan.topology.neighbours(node_id)))
-
-    def evaluate(x: np.ndarray) -> dict[str, float]:
-        ev = trainer.evaluate(x, test)
-        out = {"accuracy": round(ev.accuracy, 6), "loss": round(ev.loss, 6)}
-        if success is not None:
-            out.update(attack_metrics(trainer, x, success))
-        return out
-
-    validate = None
-    if validation is not None:
-        def validate(x: np.ndarray) -> float:
-            return trainer.evaluate(x, validation).accuracy
-
-    return Node(
-        node_id=node_id,
-        exp_id=plan.exp_id,
-        x0=plan.x0,
-        neighbours=plan.topology.neighbours(node_id),
-        weights=plan.neighbour_weights(node_id),
-        rounds=cfg.rounds,
-        transport=transport,
-        trainer=trainer,
-        data=data,
-        behaviour=behaviour,
-        filter=filt,
-        evaluate=evaluate,
-        validate=validate,
-        executor=executor,
-        on_record=on_record,
-        net=cfg.net,
-        epochs=cfg.train.epochs,
-        seed=cfg.seed,
-        role=plan.role(node_id),
-        eval_every=cfg.eval_every,
-        config_digest=plan.exp_id,
-        x_init=x_init,
-        max_message_bytes=plan.max_message_bytes(),
-        data_identity=plan.data_identity,
-        data_difference=identity_difference,
-        mode=cfg.mode,
-        speed=cfg.speed_of(node_id),
-        churn=_churn_ticks(cfg, node_id),
-        time_budget=cfg.time_budget,
-    )
-
-
-def _reopener(plan: Plan, node_id: int, addresses: Mapping[int, str], context: zmq.asyncio.Context | None,
-              curve: CurveKeys | None = None, factory: Callable[..., Transport] = Transport
-              ) -> Callable[[], Transport]:
-    """A function that builds node ``node_id``'s transport again, bound at the same address and
-    connected to its neighbours (a node rejoining after churn)."""
-    def reopen() -> Transport:
-        tr = _transport(plan, node_id, addresses[node_id], context, curve, factory=factory)
-        try:
-            tr.bind()
-            tr.connect({j: addresses[j] for j in plan.topology.neighbours(node_id)})
-        except Exception:
-            tr.close(linger_ms=0)
-            raise
-        return tr
-
-    return reopen
-
-
-def _churn_ticks(cfg: RunConfig, node_id: int) -> tuple[int, int] | None:
-    entry = cfg.churn_of(node_id)
-    return (entry.leave, entry.rejoin) if entry is not None else None
-
-
-def attack_metrics(trainer: Any, x: np.ndarray, success: Any) -> dict[str, float]:
-    """Share of the backdoor's success set classified as its target, and the mean target confidence.
-
-    ``success`` is :attr:`p2pfl.backdoor.Backdoor.success_set`: the auxiliary examples
-    (single), held-out class-S test examples labelled T (class), or held-out stamped test
-    images of the other classes labelled T (trigger).
+    ``start`` gets the plan and the run folder before any node exists; ``attach`` every node
+    before it starts (in-process runs only: node processes are out of reach); ``finish`` the
+    result, or None when the run failed.
     """
-    probs = trainer.predict_proba(x, success.x)
-    target = success.y.numpy()
-    hit = probs.argmax(axis=1) == target
-    conf = probs[np.arange(len(target)), target]
-    return {"attack_success": round(float(hit.mean()), 6), "target_confidence": round(float(conf.mean()), 6)}
 
+    def start(self, plan: Plan, out: Path | None) -> None:
+        """Called once, before any node exists."""
 
-def _transport(plan: Plan, node_id: int, listen: str, context: zmq.asyncio.Context | None,
-               curve: CurveKeys | None = None, factory: Callable[..., Transport] = Transport) -> Transport:
-    """Build node ``node_id``'s transport with ``factory`` (a Transport class or callable).
+    def attach(self, node: Node) -> None:
+        """Called with every node before it starts (in-process runs)."""
 
-    When the run injects network faults (``net.loss``, ``net.delay_ms``, ...) the transport is a
-    :class:`~p2pfl.faults.FaultyTransport`: a Transport ``factory`` is combined with it (its
-    ``send`` runs underneath the faults), a FaultyTransport ``factory`` receives ``faults=``.
-    """
-    net = plan.config.net
-    kwargs: dict[str, Any] = dict(context=context, hwm=net.hwm, linger_ms=net.linger_ms,
-                                  max_message_bytes=plan.max_message_bytes(), send_timeout=net.send_timeout,
-                                  curve=curve)
-    faults = net.faults(plan.config.seed)
-    if faults is None:
-        return factory(node_id, listen, **kwargs)
-    from .faults import FaultyTransport
-
-    if not (isinstance(factory, type) and issubclass(factory, Transport)):
-        raise TypeError(f"network faults ({faults}) need a Transport subclass as transport factory, "
-                        f"not {factory!r}")
-    if factory is Transport:
-        factory = FaultyTransport
-    elif not issubclass(factory, FaultyTransport):
-        factory = type(f"Faulty{factory.__name__}", (FaultyTransport, factory), {})
-    return factory(node_id, listen, faults=faults, **kwargs)
+    def finish(self, result: RunResult | None) -> None:
+        """Called once at the end, also after a failure (then with None)."""
 
 
 # ---- all nodes in one process --------------------------------------------------------------------
@@ -292,7 +138,7 @@ async def run_inprocess_async(
     try:
         for i in range(cfg.nodes):
             listen = (f"ipc://{tmpdir}/node-{i}" if tmpdir else f"tcp://{cfg.net.host}:0")
-            transports[i] = _transport(plan, i, listen, ctx, factory=transport_factory)
+            transports[i] = transport_for(plan, i, listen, ctx, factory=transport_factory)
             transports[i].bind()
         for i, tr in transports.items():
             tr.connect({j: transports[j].address or "" for j in plan.topology.neighbours(i)})
@@ -301,7 +147,7 @@ async def run_inprocess_async(
         addresses = {i: tr.address or "" for i, tr in transports.items()}
         for node in nodes:
             if cfg.churn_of(node.id) is not None:  # a departing node closes its sockets and rebinds
-                node.reopen = _reopener(plan, node.id, addresses, ctx, factory=transport_factory)
+                node.reopen = reopener(plan, node.id, addresses, ctx, factory=transport_factory)
         if keep_nodes is not None:
             keep_nodes.extend(nodes)
         for node in nodes:
@@ -334,254 +180,6 @@ async def run_inprocess_async(
     summary = _finish(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
                      adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source)
-
-
-def run_inprocess(plan: Plan, **kwargs: Any) -> RunResult:
-    return asyncio.run(run_inprocess_async(plan, **kwargs))
-
-
-# ---- deployments: one node per process -------------------------------------------------------------
-@dataclass(frozen=True)
-class Deployment:
-    """A run config plus where every node listens (and, optionally, its CurveZMQ keys)."""
-
-    config: RunConfig
-    addresses: Mapping[int, str]
-    keys_dir: Path | None = None
-    public_keys: Mapping[int, str] = field(default_factory=dict)  # [deployment.keys] id = "z85 key"
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> Deployment:
-        path = Path(path)
-        raw = read_toml(path, "deployment")
-        dep = raw.pop("deployment", None)
-        if not isinstance(dep, dict) or not isinstance(dep.get("nodes"), dict):
-            raise ConfigError("deployment.nodes", None, "a [deployment.nodes] table mapping node ids to host:port")
-        config = RunConfig.from_mapping(raw)
-        addresses: dict[int, str] = {}
-        for key, addr in dep["nodes"].items():
-            try:
-                nid = int(key)
-            except ValueError:
-                raise ConfigError("deployment.nodes", key, "node ids 0..nodes-1") from None
-            if not 0 <= nid < config.nodes:
-                raise ConfigError("deployment.nodes", key, f"node ids 0..{config.nodes - 1}")
-            if not isinstance(addr, str) or not addr:
-                raise ConfigError(f"deployment.nodes.{key}", addr, "an address such as 10.0.0.3:7000")
-            addresses[nid] = addr if "://" in addr else f"tcp://{addr}"
-        missing = sorted(set(range(config.nodes)) - set(addresses))
-        if missing:
-            raise ConfigError("deployment.nodes", missing, f"an address for every node 0..{config.nodes - 1}")
-        unknown = set(dep) - {"nodes", "keys_dir", "keys"}
-        if unknown:
-            raise ConfigError("deployment", sorted(unknown), "only the keys nodes, keys_dir and keys")
-        keys_dir = dep.get("keys_dir")
-        if keys_dir is not None:
-            if not isinstance(keys_dir, str) or not keys_dir:
-                raise ConfigError("deployment.keys_dir", keys_dir, "a directory made by `p2pfl keygen`")
-            keys_dir = (path.parent / keys_dir).resolve()
-        public_keys: dict[int, str] = {}
-        raw_keys = dep.get("keys", {})
-        if not isinstance(raw_keys, dict):
-            raise ConfigError("deployment.keys", raw_keys, "a table mapping node ids to public keys (z85)")
-        for key, value in raw_keys.items():
-            if not key.isdigit() or int(key) not in addresses:
-                raise ConfigError("deployment.keys", key, f"node ids 0..{config.nodes - 1}")
-            if not isinstance(value, str) or len(value) != 40:
-                raise ConfigError(f"deployment.keys.{key}", value, "a 40-character z85 public key (node-I.key)")
-            public_keys[int(key)] = value
-        if public_keys and keys_dir is None:
-            raise ConfigError("deployment.keys_dir", None, "a directory with this node's secret key (keys are listed)")
-        return cls(config=config, addresses=addresses, keys_dir=keys_dir, public_keys=public_keys)
-
-    def to_toml(self) -> str:
-        import tomli_w
-
-        text = self.config.to_toml()
-        dep: dict[str, Any] = {"nodes": {str(i): a for i, a in sorted(self.addresses.items())}}
-        if self.keys_dir is not None:
-            dep["keys_dir"] = str(self.keys_dir)
-        if self.public_keys:
-            dep["keys"] = {str(i): k for i, k in sorted(self.public_keys.items())}
-        return text + "\n" + tomli_w.dumps({"deployment": dep})
-
-
-def free_tcp_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the OS reports free right now (bound together, then released)."""
-    socks, ports = [], []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-INSECURE_HELP = (
-    "keys (--keys-dir or keys_dir) to listen on a non-loopback address; or --insecure to run "
-    "without them, which gives up: encryption, the neighbours-only allow-list, and identity "
-    "(any host that reaches the port can claim to be a neighbour, send forged messages and "
-    "make ZeroMQ buffer up to hwm x frames x max_message_mb of it before p2pfl sees a byte)"
-)
-
-
-def is_loopback(address: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// addresses on the loopback interface."""
-    import ipaddress
-
-    scheme, _, rest = address.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = rest.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def run_node_async(
-    deployment: Deployment,
-    node_id: int,
-    *,
-    out: Path | None,
-    listen: str | None = None,
-    search: Sequence[str | os.PathLike] = (),
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-    checkpoints: bool = True,
-    insecure: bool = False,
-) -> np.ndarray:
-    """Run one node of a deployment until the experiment ends; returns its final model.
-
-    With ``out``, the node checkpoints every round to ``out/checkpoints`` and, started again
-    with the same arguments, resumes from there (see :mod:`p2pfl.checkpoint`). SIGINT and
-    SIGTERM stop it cleanly (the last round's checkpoint stays) and raise KeyboardInterrupt.
-    With keys, keys are loaded and the ZAP handler started before any socket exists; any
-    missing piece raises instead of running unauthenticated.
-    """
-    from .checkpoint import Checkpointer, capture, restore
-    from .config import flat_settings
-
-    cfg = deployment.config
-    if not 0 <= node_id < cfg.nodes:
-        raise ConfigError("id", node_id, f"a node id in 0..{cfg.nodes - 1}")
-    plan = Plan.build(cfg, search=search)
-    neighbours = plan.topology.neighbours(node_id)
-    listen = listen or deployment.addresses.get(node_id)
-    if listen is None:
-        raise ConfigError("--listen", None, f"an address for node {node_id} (in the deployment or --listen)")
-    unknown = [j for j in neighbours if j not in deployment.addresses]
-    if unknown:
-        raise ConfigError("--peer", unknown, f"an address for every neighbour of node {node_id}: {list(neighbours)}")
-    if deployment.keys_dir is None and not insecure and not is_loopback(listen):
-        raise ConfigError("--insecure", listen, INSECURE_HELP)
-    curve = None
-    if deployment.keys_dir is not None:
-        from .security import load_curve_keys
-
-        curve = load_curve_keys(deployment.keys_dir, node_id, neighbours, public_keys=deployment.public_keys)
-    ckpt = Checkpointer(out / "checkpoints", node_id) if out is not None and checkpoints else None
-    state = ckpt.load() if ckpt is not None else None
-    if state is not None and state.exp_id != plan.exp_id:
-        raise ConfigError("checkpoint", str(ckpt.json_path if ckpt else ""),
-                          "a checkpoint of these settings (it belongs to another experiment; use another --out)")
-    if state is not None and state.finished:
-        log.info("node %d: the checkpoint in %s says this node already finished", node_id, out)
-        if out is not None:
-            (out / "final").mkdir(parents=True, exist_ok=True)
-            np.save(out / "final" / f"node-{node_id}.npy", state.x)
-        return state.x
-    writer = MetricsWriter(out / "nodes" / f"node-{node_id}.jsonl") if out is not None else None
-
-    auth = None
-
-    def record(rec: dict[str, Any]) -> None:
-        if auth is not None and auth.policy.denied:  # connections refused by CurveZMQ/ZAP
-            rec["denied"] = dict(auth.policy.denied)
-        if writer is not None:
-            writer.write(rec)
-        if on_record is not None:
-            on_record(rec)
-
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pfl-node{node_id}")
-    ctx = zmq.asyncio.Context()
-    transport = _transport(plan, node_id, listen, ctx, curve)
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    stopped: list[int] = []
-
-    signalled_at: list[float] = []
-
-    def on_signal(signum: int) -> None:
-        if not stopped and main is not None:
-            log.warning("node %d: %s received; stopping (the last round's checkpoint stays)",
-                        node_id, signal.Signals(signum).name)
-            signalled_at.append(time.monotonic())
-            main.cancel()
-        stopped.append(signum)
-
-    handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            handled.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-            pass
-    try:
-        if curve is not None:
-            from .security import start_authenticator
-
-            auth = start_authenticator(ctx, curve, neighbours)  # before bind: fail closed
-        transport.bind()
-        transport.connect({j: deployment.addresses[j] for j in neighbours})
-        node = make_node(plan, node_id, transport, executor=executor, on_record=record)
-        if cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
-            bound = {**{j: deployment.addresses[j] for j in neighbours}, node_id: transport.address or listen}
-            node.reopen = _reopener(plan, node_id, bound, ctx, curve)
-        tree = cfg.to_mapping()
-        tree.pop("name", None)
-        tree.get("data", {}).pop("data_dir", None)
-        tree.get("data", {}).pop("download", None)
-        node.settings = flat_settings(tree)
-        if ckpt is not None:
-            def checkpointer(n: Node, finished: bool) -> Callable[[], Any]:
-                snapshot = capture(n, finished=finished)
-                return lambda: ckpt.save(snapshot)
-
-            node.checkpointer = checkpointer
-        start = 1
-        if state is not None:
-            restore(node, state)
-            start = state.round + 1
-            log.info("node %d: resuming after round %d from %s", node_id, state.round, ckpt.json_path if ckpt else "")
-        try:
-            x = await node.run(start, resume=state is not None)
-        except asyncio.CancelledError:
-            if stopped:
-                raise KeyboardInterrupt from None
-            raise
-        if out is not None:
-            (out / "final").mkdir(parents=True, exist_ok=True)
-            np.save(out / "final" / f"node-{node_id}.npy", x)
-        return x
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-        await transport.aclose(linger_ms=0 if stopped else None)  # Ctrl-C: neighbours repair what is lost
-        if auth is not None:
-            auth.stop()
-        # Off the loop: both can block (a training thread finishing its batch, linger).
-        await asyncio.to_thread(ctx.term)
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
-        if writer is not None:
-            writer.close()
-        if signalled_at:
-            log.info("node %d: stopped %.2f s after the signal", node_id, time.monotonic() - signalled_at[0])
 
 
 def run_processes(
@@ -678,7 +276,7 @@ def _poll_progress(out: Path, seen: dict[int, int], progress: Progress | None) -
         seen[i] = len(recs)
 
 
-# ---- the entry point of `p2pfl run` and of the Python API ----------------------------------------
+# ---- the entry point: `p2pfl run`, the Python API and the sweep ------------------------------------
 def run(
     config: RunConfig,
     *,
@@ -688,20 +286,43 @@ def run(
     progress: Progress | None = None,
     overwrite: bool = False,
     plan: Plan | None = None,
+    workers: int | None = None,
+    hooks: Sequence[RunHook] = (),
 ) -> RunResult:
-    """Run a whole experiment on this machine and write its run folder (if ``out``)."""
+    """Run a whole experiment on this machine and write its run folder (if ``out``).
+
+    The one function that runs an experiment: ``p2pfl run``, :meth:`p2pfl.Experiment.run`
+    and every sweep cell call it. All nodes run in this process (an asyncio task each, on
+    real sockets; ``workers`` training threads), or with ``processes`` one ``p2pfl node``
+    process per node. ``search`` is the data search path, ``plan`` a plan already built from
+    ``config`` (else it is built here, before anything is written), ``progress`` gets every
+    record as it arrives, and ``hooks`` (:class:`RunHook`) watch the run.
+    """
     set_torch_threads(1)
     plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
     out_path = prepare_out(out, overwrite=overwrite)
+    if processes and out_path is None:
+        out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))
     if out_path is not None:
-        _write_plan(out_path, plan)
-    if processes:
-        if out_path is None:
-            out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))
-            _write_plan(out_path, plan)
-        return run_processes(plan, out=out_path, progress=progress, search=search)
-    return run_inprocess(plan, out=out_path, progress=progress)
+        write_plan(out_path, plan)
+    for hook in hooks:
+        hook.start(plan, out_path)
+    result = None
+    try:
+        if processes:
+            result = run_processes(plan, out=out_path, progress=progress, search=search)
+        else:
+            def configure(node: Node) -> None:
+                for hook in hooks:
+                    hook.attach(node)
+
+            result = asyncio.run(run_inprocess_async(plan, out=out_path, progress=progress, workers=workers,
+                                                     configure=configure if hooks else None))
+    finally:
+        for hook in hooks:
+            hook.finish(result)
+    return result
 
 
-__all__ = ["Deployment", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run", "run_inprocess",
+__all__ = ["Deployment", "RunHook", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run",
            "run_inprocess_async", "run_node_async", "run_processes"]

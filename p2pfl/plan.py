@@ -64,6 +64,34 @@ def resolve_search_dirs(
     return list(dict.fromkeys(dirs))
 
 
+def search_dirs(data_dirs: Sequence[str | os.PathLike] = (), config: RunConfig | None = None, *,
+                env_value: str | None = None, only: bool = False) -> list[Path]:
+    """The data search path of a run: :func:`resolve_search_dirs` with the config's
+    ``data.data_dir``; with ``only``, exactly ``data_dirs`` (what ``run --processes`` hands
+    to its node processes). ``env_value`` is ``$P2PFL_DATA``, which only the CLI reads."""
+    if only:
+        return [Path(d).expanduser() for d in data_dirs]
+    return resolve_search_dirs(data_dirs, config_dir=config.data.data_dir if config is not None else None,
+                               env_value=env_value)
+
+
+def validate(config: RunConfig) -> None:
+    """Check the names and parameters of the run's and every role's attack and filter before
+    anything runs (a :class:`~p2pfl.errors.ConfigError` names the field and what is allowed)."""
+    from .attacks import ATTACKS, check_params
+    from .filters import build_filter
+
+    build_filter(config.defence.name, dict(config.defence.params))
+    if config.attack.name not in ATTACKS:
+        raise ConfigError("attack.name", config.attack.name, "one of " + ", ".join(ATTACKS))
+    check_params(config.attack.name, dict(config.attack.params))
+    for role in config.roles:
+        if role.defence is not None:
+            build_filter(role.defence.name, dict(role.defence.params))
+        if role.attack is not None:
+            check_params(role.attack.name, dict(role.attack.params))
+
+
 @dataclass
 class Plan:
     """The resolved experiment: graph, roles, data and x^0."""
@@ -287,4 +315,4 @@ def set_torch_threads(n: int = 1) -> None:
 
 
 __all__ = ["Plan", "choose_aux", "choose_backdoor", "default_search_dirs", "node_seed", "resolve_search_dirs",
-           "set_torch_threads"]
+           "search_dirs", "set_torch_threads", "validate"]

@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import click
 import zmq
 import zmq.auth
 from zmq.utils import z85
@@ -300,20 +299,5 @@ def start_authenticator(context: zmq.Context, keys: CurveKeys, neighbours: Itera
     return Authenticator(context, policy).start()
 
 
-# ---- p2pfl keygen ----------------------------------------------------------------------------------------
-@click.command("keygen")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--nodes", type=int, required=True, help="Make key pairs for nodes 0..N-1.")
-@click.option("--overwrite", is_flag=True, help="Replace existing keys.")
-def keygen_command(directory: str, nodes: int, overwrite: bool) -> None:
-    """Make a CurveZMQ key pair per node: DIR/node-I.key (public) and node-I.key_secret (0600).
-
-    Give every machine its own secret file and everybody's public files (or list the public
-    keys under [deployment.keys] in the deployment file), and set keys_dir in [deployment].
-    """
-    written = keygen(directory, nodes, overwrite=overwrite)
-    click.echo(f"wrote {len(written) // 2} key pairs to {directory} (secret files are mode 0600)")
-
-
-__all__ = ["Authenticator", "ZapPolicy", "key_paths", "keygen", "keygen_command", "load_curve_keys",
+__all__ = ["Authenticator", "ZapPolicy", "key_paths", "keygen", "load_curve_keys",
            "start_authenticator"]

@@ -51,17 +51,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
 from .attacks.backdoor import BACKDOOR_PARAMS
 from .config import RunConfig, flat_settings, read_toml
-from .errors import ConfigError, P2PFLError
-from .experiment import rounds_to, validate
+from .errors import ConfigError
+from .experiment import rounds_to
+from .plan import validate
+from .runfolder import MANIFEST, RUNS_DIR, load_sweep
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "sweep.json"
-RUNS_DIR = "runs"
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 THRESHOLD = 0.9
@@ -278,15 +276,16 @@ def is_complete(run_dir: Path, config: RunConfig) -> bool:
 
 def _run_cell(mapping: dict[str, Any], run_dir: str, search: list[str], workers: int | None) -> dict[str, Any]:
     """Worker: one cell, in-process, in this (possibly pool) process."""
-    from .experiment import execute
+    from .launch import run
     from .plan import set_torch_threads
+    from .updates import RecordUpdates
 
     set_torch_threads(1)
     started = time.perf_counter()
     try:
         config = RunConfig.from_mapping(mapping)
-        result = execute(config, out=run_dir, search=search, overwrite=True, workers=workers,
-                         sample_rounds=None, sample_size=SWEEP_SAMPLE_SIZE)
+        result = run(config, out=run_dir, search=search, overwrite=True, workers=workers,
+                     hooks=[RecordUpdates(sample_size=SWEEP_SAMPLE_SIZE)])
         return {"ok": True, "wall_time": result.wall_time}
     except Exception as exc:  # reported per cell; the sweep goes on
         log.exception("cell %s failed", Path(run_dir).name)
@@ -304,27 +303,6 @@ def _write_manifest(out: Path, sweep: Sweep, cells: Sequence[Cell], runs: Mappin
                   for c in cells],
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def load_sweep(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The manifest of a sweep folder and its cells, each with ``run_dir`` and ``summary``
-    (None for a cell that has not finished)."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ConfigError("sweep", str(folder), f"a sweep folder with a readable {MANIFEST}") from None
-    cells = []
-    cache: dict[str, dict[str, Any] | None] = {}
-    for c in manifest.get("cells", []):
-        run_dir = folder / c["run"]
-        if c["run"] not in cache:
-            try:
-                cache[c["run"]] = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                cache[c["run"]] = None
-        cells.append({**c, "run_dir": run_dir, "summary": cache[c["run"]]})
-    return manifest, cells
 
 
 def result_row(settings: Mapping[str, Any], run: str, summary: Mapping[str, Any] | None,
@@ -526,78 +504,6 @@ def run_sweep(
     return result
 
 
-# ---- the command ------------------------------------------------------------------------------------
-def _format_done(event: Mapping[str, Any]) -> str:
-    row = event.get("row", {})
-    text = f"accuracy {row.get('accuracy_mean', float('nan')):.3f} (min {row.get('accuracy_min', float('nan')):.3f})"
-    if row.get("attack_success") is not None:
-        text += f", attack success {row['attack_success']:.2f}, rounds to {THRESHOLD}: {row['rounds_to_0.9']}"
-    wall = event.get("wall_time")
-    return text + (f", {wall:.0f}s" if wall is not None else "")
-
-
-@click.command("sweep")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (resumable).")
-@click.option("--jobs", type=int, default=1, show_default=True, help="Cells run at the same time (processes).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting for every cell, or an axis with a list: --set 'adversaries=[0,2]'.")
-@click.option("--data-dir", "data_dirs", multiple=True, help="Where data sets are looked up first.")
-@click.option("--dry-run", is_flag=True, help="List the cells and exit.")
-@click.option("--no-plots", is_flag=True, help="Do not write the comparison plots.")
-@click.option("-q", "--quiet", is_flag=True)
-def sweep_command(file: str, out: str, jobs: int, sets: tuple[str, ...], data_dirs: tuple[str, ...],
-                  dry_run: bool, no_plots: bool, quiet: bool) -> None:
-    """Run every combination of an experiment file's [sweep] axes, each in its own run folder."""
-    from .cli import _parse_value, _search_dirs, _setup_logging
-
-    _setup_logging(0, quiet)
-    overrides: dict[str, Any] = {}
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError("--set", item, "KEY=VALUE, e.g. rounds=3 or 'adversaries=[0,2]'")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = _parse_value(value.strip())
-    if jobs < 1:
-        raise ConfigError("--jobs", jobs, "a positive integer")
-    sweep = Sweep.from_toml(file, overrides)
-    cells = sweep.validate()
-    runs = len({c.key for c in cells})
-    if dry_run:
-        for cell in cells:
-            click.echo(f"{cell.index + 1:4d}  {cell.name}")
-        click.echo(f"{len(cells)} cells, {runs} distinct runs")
-        return
-
-    def show(event: Mapping[str, Any]) -> None:
-        if quiet:
-            return
-        kind, n, total = event["event"], event.get("n"), event["total"]
-        where = f"[{n}/{total}]"
-        if kind == "queued":
-            click.echo(f"running {event['cells']} cells, {event['jobs']} at a time")
-        elif kind == "skip":
-            click.echo(f"{where} {event['cell']}: finished earlier, skipped")
-        elif kind == "start":
-            click.echo(f"{where} {event['cell']}: running")
-        elif kind == "done":
-            click.echo(f"{where} {event['cell']}: {_format_done(event)}")
-        elif kind == "fail":
-            click.echo(f"{where} {event['cell']}: FAILED: {event['error']}", err=True)
-
-    command = "p2pfl sweep " + " ".join([file, "--out", out, *(f"--set {s}" for s in sets)]
-                                        + ([f"--jobs {jobs}"] if jobs > 1 else []))
-    result = run_sweep(sweep, out, jobs=jobs, search=_search_dirs(data_dirs), on_event=show,
-                       plots=not no_plots, command=command)
-    if not quiet:
-        click.echo(f"{len(cells)} cells: {result.ran} ran, {result.skipped} finished earlier, "
-                   f"{result.failed} failed; {result.wall_time:.0f}s")
-        click.echo(f"wrote {Path(out) / RESULTS_CSV}, {Path(out) / RESULTS_MD}"
-                   + (f" and {len(result.plots)} plots in {Path(out) / 'plots'}" if result.plots else ""))
-    if result.failed:
-        raise P2PFLError(f"{result.failed} cell(s) failed; see the log above and rerun to retry them")
-
-
 __all__ = [
     "MANIFEST",
     "Cell",
@@ -609,6 +515,5 @@ __all__ = [
     "resolve_file",
     "result_row",
     "run_sweep",
-    "sweep_command",
     "write_results",
 ]

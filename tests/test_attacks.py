@@ -38,7 +38,7 @@ from p2pfl.models import build_model
 from p2pfl.topology import build_topology
 from p2pfl.train import Trainer, TrainSpec, get_flat, set_flat
 
-NODES_DIR = Path(__file__).resolve().parent.parent / "nodes"
+NODES_DIR = Path(__file__).resolve().parent.parent / "p2pfl" / "profiles"
 
 # --------------------------------------------------------------------------- tiny world
 # Node 0 is the adversary on a 4-node graph; a 3-class problem on 4 features, an MLP of

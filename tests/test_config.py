@@ -132,12 +132,11 @@ def test_bad_roles_name_the_problem(roles, field, hint):
     assert err.value.field == field and hint in str(err.value)
 
 
-def test_profiles_shipped_in_nodes_dir_load():
-    from pathlib import Path
+def test_profiles_shipped_in_the_package_load_by_name():
+    from p2pfl.resources import PROFILES_DIR, shipped
 
-    files = sorted(Path(__file__).parent.parent.joinpath("nodes").glob("*.toml"))
-    profiles = [f for f in files if f.name != "cluster.example.toml"]
-    assert profiles
-    for path in profiles:
-        cfg = RunConfig.from_mapping({"nodes": 4, "roles": [{"nodes": [0], "profile": str(path)}]})
+    names = shipped(PROFILES_DIR)
+    assert {"benign", "boost", "stealth"} <= set(names)
+    for name in names:
+        cfg = RunConfig.from_mapping({"nodes": 4, "roles": [{"nodes": [0], "profile": name}]})
         assert cfg.roles[0].role

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FULL_DATA, needs_full_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,15 +36,9 @@ from p2pfl.data import (
 )
 from p2pfl.errors import ConfigError, DataError
 
-SHARED = Path("/work/shared/data")
-needs_shared_fmnist = pytest.mark.skipif(
-    not (SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
-    reason="full Fashion-MNIST not available in /work/shared/data",
-)
-needs_shared_adult = pytest.mark.skipif(
-    not (SHARED / "adult" / "adult.data.gz").is_file(),
-    reason="UCI Adult not available in /work/shared/data",
-)
+SHARED = FULL_DATA or Path("P2PFL_DATA-is-not-set")
+needs_shared_fmnist = needs_full_data("fashion-mnist/train-images-idx3-ubyte.gz", "the full Fashion-MNIST")
+needs_shared_adult = needs_full_data("adult/adult.data.gz", "UCI Adult")
 
 EMB_IMAGES = EMBEDDED_FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
 EMB_LABELS = EMBEDDED_FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz"

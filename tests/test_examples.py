@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import FULL_DATA, needs_full_data
 
 from p2pfl.config import RunConfig
 from p2pfl.experiment import Experiment, validate
@@ -15,11 +16,10 @@ from p2pfl.launch import Deployment
 from p2pfl.sweep import Sweep, run_sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SHARED = Path("/work/shared/data")
+SHARED = FULL_DATA or Path("P2PFL_DATA-is-not-set")
 TOMLS = sorted(EXAMPLES.glob("*.toml"))
 
-needs_adult = pytest.mark.skipif(not (SHARED / "adult" / "adult.data.gz").is_file(),
-                                 reason="UCI Adult not available in /work/shared/data")
+needs_adult = needs_full_data("adult/adult.data.gz", "UCI Adult")
 
 # Small everywhere: the shapes of the examples, a fraction of their cost.
 SMALL = {"rounds": 1, "data.max_train": 600, "data.max_test": 200, "train.epochs": 1,

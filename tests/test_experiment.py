@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-import p2pfl
 from p2pfl.config import RunConfig
 from p2pfl.errors import ConfigError
 from p2pfl.experiment import (
@@ -21,11 +20,7 @@ from p2pfl.experiment import (
     settings_to_overrides,
     update_stats,
 )
-
-try:
-    from p2pfl.attacks import ATTACKS
-except ImportError:  # the attacks module is optional for these tests
-    ATTACKS = ("none",)
+from p2pfl.launch import RunHook
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -137,9 +132,21 @@ def test_rounds_to_finds_the_first_round_at_the_threshold():
 
 # ---- running ---------------------------------------------------------------------------------
 def test_run_returns_per_round_metrics_updates_and_a_run_folder_with_plots(tmp_path):
-    attack = "boost" if "boost" in ATTACKS else "none"
-    exp = Experiment(tiny_config(rounds=2), adversaries=1, attack=attack, name="api")
-    result = exp.run(out=tmp_path / "run")
+    exp = Experiment(tiny_config(rounds=2), adversaries=1, attack="boost", name="api")
+    seen: list[str] = []
+
+    class Watch(RunHook):
+        def start(self, plan, out):
+            seen.append(f"start {plan.config.nodes} {out.name}")
+
+        def attach(self, node):
+            seen.append(f"attach {node.id}")
+
+        def finish(self, result):
+            seen.append(f"finish {len(result.records)}")
+
+    result = exp.run(out=tmp_path / "run", hooks=[Watch()])
+    assert seen == ["start 4 run", *(f"attach {i}" for i in range(4)), "finish 8"]
     assert isinstance(result, ExperimentResult)
     assert [r["round"] for r in result.rounds] == [1, 2]
     assert len(result.accuracy) == 2 and all(0.0 <= a <= 1.0 for a in result.accuracy)
@@ -147,9 +154,8 @@ def test_run_returns_per_round_metrics_updates_and_a_run_folder_with_plots(tmp_p
     assert len(result.adversaries) == 1 and set(result.final_models) == set(range(exp.config.nodes))
     assert [u["round"] for u in result.updates] == [1, 2]
     assert set(result.updates[0]["nodes"]) == {str(i) for i in range(exp.config.nodes)}
-    if attack != "none":
-        assert result.attack_success is not None and len(result.attack_success) == 2
-        assert "attack success" in result.table()
+    assert result.attack_success is not None and len(result.attack_success) == 2
+    assert "attack success" in result.table()
     folder = tmp_path / "run"
     for name in ("config.toml", "plan.json", "metrics.jsonl", "summary.json", "updates.jsonl"):
         assert (folder / name).is_file(), name
@@ -157,14 +163,10 @@ def test_run_returns_per_round_metrics_updates_and_a_run_folder_with_plots(tmp_p
     assert result.table().count("\n") == 1 + len(result.rounds)
 
 
-def test_readme_snippet_runs(monkeypatch, capsys):
+def test_readme_snippet_runs(capsys):
     snippet = readme_snippet() or SNIPPET
     if readme_snippet() is not None:
         assert snippet == SNIPPET, "README's Python API snippet differs from tests/test_experiment.py SNIPPET"
-    if "boost" not in ATTACKS:
-        pytest.skip("the snippet runs the boost attack; p2pfl.attacks is not installed")
-    if not hasattr(p2pfl, "Experiment"):  # until p2pfl/__init__.py re-exports it
-        monkeypatch.setattr(p2pfl, "Experiment", Experiment, raising=False)
     exec(compile(snippet, "README.md", "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert out.count("attack success") >= 3

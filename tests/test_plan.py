@@ -12,8 +12,8 @@ from test_data import _write_fake_fmnist
 
 from p2pfl import cli, launch
 from p2pfl.data import identity_difference
-from p2pfl.experiment import Experiment, search_dirs
-from p2pfl.plan import Plan, resolve_search_dirs
+from p2pfl.experiment import Experiment
+from p2pfl.plan import Plan, resolve_search_dirs, search_dirs
 
 CACHE = Path("~/.cache/p2pfl").expanduser()
 
@@ -58,8 +58,8 @@ def test_plans_with_different_data_name_the_difference(tmp_path: Path) -> None:
 def test_experiment_data_dir_comes_before_the_config_data_dir(tmp_path: Path) -> None:
     cfg = tiny_config(**{"data.data_dir": str(tmp_path / "cfg")})
 
-    assert search_dirs(tmp_path / "arg", cfg) == [tmp_path / "arg", tmp_path / "cfg", CACHE]
-    assert search_dirs(None, cfg) == [tmp_path / "cfg", CACHE]
+    assert search_dirs([tmp_path / "arg"], cfg) == [tmp_path / "arg", tmp_path / "cfg", CACHE]
+    assert search_dirs([], cfg) == [tmp_path / "cfg", CACHE]
 
 
 def test_cli_search_path_includes_the_config_data_dir_and_env(tmp_path: Path,
@@ -67,8 +67,8 @@ def test_cli_search_path_includes_the_config_data_dir_and_env(tmp_path: Path,
     monkeypatch.setenv("P2PFL_DATA", str(tmp_path / "env"))
     cfg = tiny_config(**{"data.data_dir": str(tmp_path / "cfg")})
 
-    dirs = cli._search_dirs((str(tmp_path / "flag"),), cfg)
-    only = cli._search_dirs((str(tmp_path / "flag"),), cfg, only=True)
+    dirs = cli.search_path((str(tmp_path / "flag"),), cfg)
+    only = cli.search_path((str(tmp_path / "flag"),), cfg, only=True)
 
     assert dirs == [tmp_path / "flag", tmp_path / "cfg", tmp_path / "env", CACHE]
     assert only == [tmp_path / "flag"]
@@ -101,14 +101,14 @@ def test_processes_children_search_exactly_the_parents_path(tmp_path: Path,
     monkeypatch.setenv("P2PFL_DATA", str(tmp_path / "other"))
     monkeypatch.chdir(tmp_path)
     cfg = tiny_config(nodes=2, topology="line", **{"data.data_dir": "mine"})  # relative: children get it absolute
-    plan = Plan.build(cfg, search=search_dirs(None, cfg))
+    plan = Plan.build(cfg, search=search_dirs([], cfg))
     (tmp_path / "run").mkdir()
 
     # Act: the command line of a child, parsed by the CLI as the child parses it
     cmd = _child_command(plan, tmp_path / "run", monkeypatch)
     args = cmd[cmd.index("node") + 1:]
     ctx = cli.node.make_context("node", args)
-    child_search = cli._search_dirs(ctx.params["data_dirs"], cfg, only=ctx.params["only_data_dirs"])
+    child_search = cli.search_path(ctx.params["data_dirs"], cfg, only=ctx.params["only_data_dirs"])
     child_plan = Plan.build(cfg, search=child_search)
 
     # Assert

@@ -13,8 +13,7 @@ from conftest import tiny_config
 
 from p2pfl.cli import cli
 from p2pfl.errors import ConfigError
-from p2pfl.experiment import execute
-from p2pfl.launch import Deployment
+from p2pfl.launch import Deployment, run
 from p2pfl.metrics import read_records
 from p2pfl.report import (
     RunData,
@@ -25,14 +24,10 @@ from p2pfl.report import (
     write_sweep_plots,
 )
 from p2pfl.sweep import Sweep, run_sweep
-
-try:
-    from p2pfl.attacks import ATTACKS
-except ImportError:
-    ATTACKS = ("none",)
+from p2pfl.updates import RecordUpdates
 
 PNG = b"\x89PNG\r\n\x1a\n"
-ATTACK = "boost" if "boost" in ATTACKS else "none"
+ATTACK = "boost"
 
 
 def assert_png(path: Path) -> None:
@@ -46,7 +41,7 @@ def run_dir(tmp_path_factory) -> Path:
     """One small finished run with an adversary (boost when the attacks are installed)."""
     out = tmp_path_factory.mktemp("report") / "run"
     cfg = tiny_config(rounds=3, adversaries=1, **{"attack.name": ATTACK})
-    execute(cfg, out=out)
+    run(cfg, out=out, hooks=[RecordUpdates()])
     return out
 
 
@@ -54,8 +49,7 @@ def test_run_folder_gets_every_plot(run_dir, tmp_path):
     written = write_run_plots(run_dir, tmp_path / "plots")
     names = {p.name for p in written}
     assert {"rounds.png", "topology.png", "updates.png", "distances.png"} <= names
-    if ATTACK != "none":
-        assert "hops.png" in names
+    assert "hops.png" in names
     for path in written:
         assert_png(path)
 
@@ -66,7 +60,7 @@ def test_default_destination_is_the_plots_folder_and_report_dispatches(run_dir):
 
 
 def test_run_data_from_a_result_without_a_folder(tmp_path):
-    result = execute(tiny_config(rounds=2), out=None)
+    result = run(tiny_config(rounds=2), out=None, hooks=[RecordUpdates()])
     data = RunData.from_result(result)
     assert data.folder is None and len(data.updates) == 2 and data.samples
     written = write_run_plots(result, tmp_path)
@@ -87,7 +81,7 @@ def test_distance_plot_falls_back_to_the_attacks_stealth_statistics(run_dir, tmp
 
 def test_plots_without_attack_metrics_skip_the_attack_panels(tmp_path):
     out = tmp_path / "benign"
-    execute(tiny_config(rounds=2), out=out, updates=False)
+    run(tiny_config(rounds=2), out=out)
     names = {p.name for p in write_run_plots(out)}
     assert names == {"rounds.png", "topology.png"}
 
@@ -117,7 +111,7 @@ def test_node_outputs_from_several_machines_are_assembled(run_dir, tmp_path):
     original = json.loads((run_dir / "summary.json").read_text())
     assembled = json.loads((folder / "summary.json").read_text())
     assert assembled["rounds"] == original["rounds"]
-    assert assembled["adversaries"] == (original["adversaries"] if ATTACK != "none" else [])
+    assert assembled["adversaries"] == original["adversaries"]
     assert (folder / "config.toml").is_file() and (folder / "metrics.jsonl").is_file()
     assert "rounds.png" in {p.name for p in written}
     assert assemble(folder) is False  # done once

@@ -1,4 +1,5 @@
-"""Tests of p2pfl.topology: generators, files, validation, mixing weights, placement, drawing."""
+"""Tests of p2pfl.topology (generators, files, validation, mixing weights, placement) and of
+drawing a graph (p2pfl.report.graph)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pfl.errors import ConfigError, TopologyError
+from p2pfl.report.graph import draw
 from p2pfl.topology import (
     MIXING_RULES,
     PLACEMENTS,
     TOPOLOGIES,
     Topology,
     build_topology,
-    draw,
     place_adversaries,
     render_text,
 )
 
-TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
+TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "p2pfl" / "topologies"
 RANDOM_KINDS = ("random-regular", "erdos-renyi", "small-world")
 
 

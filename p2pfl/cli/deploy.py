@@ -1,0 +1,109 @@
+"""``p2pfl node`` (one node of a deployment, resumable) and ``p2pfl keygen`` (CurveZMQ keys)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import RunConfig
+from ..deployment import Deployment, run_node_async
+from ..errors import ConfigError
+from ..logs import setup_logging
+from ..plan import set_torch_threads
+from ..security import keygen as make_keys
+from ._common import search_path
+
+
+@click.command()
+@click.option("--deployment", type=click.Path(dir_okay=False), default=None,
+              help="Run settings plus [deployment.nodes] id = host:port (and keys_dir).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Run settings, when --listen and --peer give the addresses instead of a deployment file.")
+@click.option("--id", "node_id", type=int, default=None, help="This node's id.")
+@click.option("--id-from-env", default=None, metavar="VAR",
+              help="Read the id from an environment variable (SLURM_PROCID, OMPI_COMM_WORLD_RANK).")
+@click.option("--listen", default=None, help="Bind here instead of this node's deployment address (e.g. tcp://0.0.0.0:7000).")
+@click.option("--peer", "peers", multiple=True, metavar="ID=ADDR",
+              help="A neighbour's address, e.g. 3=10.0.0.4:7000 (overrides the deployment file).")
+@click.option("--keys-dir", type=click.Path(file_okay=False), default=None,
+              help="CurveZMQ keys from `p2pfl keygen` (overrides the deployment's keys_dir).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for metrics, checkpoints and the final model; the same --out resumes.")
+@click.option("--data-dir", "data_dirs", multiple=True,
+              help="Where data sets are looked up (then data.data_dir, $P2PFL_DATA, ~/.cache/p2pfl).")
+@click.option("--only-data-dirs", is_flag=True,
+              help="Look only in the --data-dir folders, in order: how `run --processes` hands its own "
+                   "search path to the node processes it starts.")
+@click.option("--insecure", is_flag=True,
+              help="Listen on a non-loopback address without CurveZMQ keys (no encryption, no "
+                   "authentication: anybody who reaches the port can claim to be a neighbour).")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", count=True)
+def node(deployment: str | None, config_file: str | None, node_id: int | None, id_from_env: str | None,
+         listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
+         data_dirs: tuple[str, ...], only_data_dirs: bool, insecure: bool, quiet: bool, verbose: int) -> None:
+    """Run one node of an experiment (one per machine, or per process).
+
+    Started again with the same --out after a crash or Ctrl-C, it resumes from its last
+    checkpoint and its neighbours resync it.
+    """
+    setup_logging(verbose, quiet)
+    if id_from_env is not None:
+        raw = os.environ.get(id_from_env)
+        if raw is None:
+            raise ConfigError("--id-from-env", id_from_env, "the name of a set environment variable")
+        try:
+            node_id = int(raw)
+        except ValueError:
+            raise ConfigError(id_from_env, raw, "an integer node id") from None
+    if node_id is None:
+        raise ConfigError("--id", None, "a node id (or --id-from-env VAR)")
+    if deployment is not None:
+        dep = Deployment.from_toml(deployment)
+    elif config_file is not None:
+        if listen is None:
+            raise ConfigError("--listen", None, "this node's address (needed without --deployment)")
+        dep = Deployment(config=RunConfig.from_toml(config_file), addresses={})
+    else:
+        raise ConfigError("--deployment", None, "a deployment file, or --config with --listen and --peer ID=ADDR")
+    addresses = dict(dep.addresses)
+    for item in peers:
+        key, sep, addr = item.partition("=")
+        if not sep or not key.strip().isdigit() or not addr.strip():
+            raise ConfigError("--peer", item, "ID=ADDR, e.g. 3=10.0.0.4:7000")
+        addresses[int(key)] = addr.strip() if "://" in addr else f"tcp://{addr.strip()}"
+    dep = dataclasses.replace(dep, addresses=addresses,
+                              keys_dir=Path(keys_dir).resolve() if keys_dir else dep.keys_dir)
+    set_torch_threads(1)
+    out_path = Path(out) if out else None
+
+    def show(rec: Mapping[str, Any]) -> None:
+        if not quiet:
+            click.echo(f"node {rec['node']} round {rec['round']}: accuracy {rec.get('accuracy', float('nan')):.4f}")
+
+    search = search_path(data_dirs, dep.config, only=only_data_dirs)
+    asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=search, on_record=show,
+                               insecure=insecure))
+
+
+@click.command("keygen")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--nodes", type=int, required=True, help="Make key pairs for nodes 0..N-1.")
+@click.option("--overwrite", is_flag=True, help="Replace existing keys.")
+def keygen(directory: str, nodes: int, overwrite: bool) -> None:
+    """Make a CurveZMQ key pair per node: DIR/node-I.key (public) and node-I.key_secret (0600).
+
+    Give every machine its own secret file and everybody's public files (or list the public
+    keys under [deployment.keys] in the deployment file), and set keys_dir in [deployment].
+    """
+    written = make_keys(directory, nodes, overwrite=overwrite)
+    click.echo(f"wrote {len(written) // 2} key pairs to {directory} (secret files are mode 0600)")
+
+
+__all__ = ["keygen", "node"]
