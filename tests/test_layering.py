@@ -26,24 +26,22 @@ PACKAGE = ROOT / "p2pfl"
 
 #: Lowest first. Names are relative to ``p2pfl``; ``*`` matches submodules of a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("errors", "validate", "wire", "behaviour", "metrics")),
+    ("foundation", ("errors", "validate", "wire", "behaviour", "metrics", "logs", "resources", "imports")),
     ("core", ("config", "data", "models", "train", "transport", "faults", "security", "protocol",
-              "checkpoint", "topology")),
+              "checkpoint", "topology", "topology.*")),
     ("filters", ("filters", "filters.*")),
     ("attacks", ("attacks", "attacks.*")),
-    ("node", ("node", "plan")),
-    # The application modules are being untangled on another branch (issue 12): one layer
-    # for now; the integrator splits it (e.g. launch/experiment < sweep/report < cli).
-    ("app", ("launch", "experiment", "sweep", "report", "demo", "cli", "__main__")),
+    ("node", ("node", "plan", "runfolder")),
+    ("wiring", ("wiring", "deployment")),
+    ("launch", ("launch", "updates")),
+    ("report", ("report", "report.*")),
+    ("experiment", ("experiment",)),
+    ("sweep", ("sweep", "demo")),
+    ("cli", ("cli", "cli.*", "__main__")),
 ]
 
 #: Imports that must not run when testing (``python -m p2pfl`` runs the CLI).
 NOT_IMPORTED = ("__main__",)
-
-#: The import cycle that main still has (cli -> sweep -> report -> ... -> cli); the other
-#: branch of issue 12 removes it, and test_no_cycle_among_the_app_modules then passes.
-KNOWN_APP_CYCLE = frozenset({"cli", "sweep", "report", "experiment"})
-
 
 def all_modules() -> list[str]:
     """Every module of the package, relative to ``p2pfl`` (a package by its own name)."""
@@ -190,17 +188,24 @@ def test_no_import_anywhere_in_a_module_points_to_a_higher_layer():
     assert not {m: t for m, t in bad.items() if t}
 
 
-def test_no_import_cycles_except_the_known_one_among_the_app_modules():
+def test_no_import_cycles():
     graph = {m: static_imports(m) for m in all_modules()}
-    unexpected = [sorted(c) for c in _cycles(graph) if not c <= KNOWN_APP_CYCLE]
-    assert not unexpected, f"import cycles: {unexpected}"
+    assert not _cycles(graph), f"import cycles: {[sorted(c) for c in _cycles(graph)]}"
 
 
-@pytest.mark.xfail(strict=True, reason="cli, sweep, report and experiment import each other on main; "
-                                       "the cli/sweep restructuring of issue 12 removes the cycle")
-def test_no_cycle_among_the_app_modules():
-    graph = {m: static_imports(m) for m in all_modules()}
-    assert not _cycles(graph)
+def test_only_the_cli_package_uses_click(pulled_in):
+    """Library modules are usable without click: no source outside p2pfl.cli imports it."""
+    users = []
+    for m in all_modules():
+        if layer_of(m) == layer_of("cli"):
+            continue
+        path = PACKAGE / (m.replace(".", "/") + ("/__init__.py" if _is_package(m) else ".py"))
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if any(x == "click" or x.startswith("click.") for x in names):
+            users.append(m)
+    assert users == []
 
 
 def test_the_cycle_finder_finds_a_cycle_and_the_parser_resolves_relative_imports():
