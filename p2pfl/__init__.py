@@ -2,7 +2,7 @@
 
 Nodes train locally (torch), gossip model deltas to their graph neighbours over ZeroMQ
 (msgpack headers, raw tensor frames) and filter what they receive before merging it.
-See DESIGN.md for the protocol and README.md for a tour.
+See docs/ for the protocol, threat model, filters and deployment, and README.md for a tour.
 """
 
 from __future__ import annotations

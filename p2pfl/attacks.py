@@ -1,4 +1,4 @@
-"""What adversarial nodes announce: model poisoning (DESIGN.md section 3).
+"""What adversarial nodes announce: model poisoning (threat model: docs/threat-model.md).
 
 An attack is a :class:`~p2pfl.node.Behaviour`: ``craft(view) -> Crafted``. It sees what its
 node knows (:class:`~p2pfl.node.NodeView`: its model x, its shard and trainer, its

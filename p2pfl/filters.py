@@ -560,7 +560,7 @@ class ClipFilter(_ClipBase):
         * ``own``: τ = tau_scale·||z_i − x_i||, set by the node alone.
         * ``median``: τ = median of the incoming norms only. Kept for comparison: on a ring
           the median of two proposals is their mean, so an attacker sending a norm-N
-          proposal gets τ ≈ N/2 and is barely clipped (DESIGN.md §4).
+          proposal gets τ ≈ N/2 and is barely clipped (docs/filters.md).
         When the node did not train this round (own update None or zero) the anchored rules
         fall back to the median of the last ``tau_history`` own-anchored radii, and to the
         incoming median only if there is no history yet.
@@ -853,7 +853,7 @@ class AccuracyCheckFilter(Filter):
         shards in a few rounds, well below the drop of a boosted update.
 
     The last accuracies are kept in ``last_accuracy`` ({"own": a0, j: a_j}) for the
-    stealth metrics of DESIGN.md §5.
+    stealth statistics (docs/threat-model.md).
 
     References
     ----------
