@@ -1,4 +1,4 @@
-"""Issue 13, acceptance 3: the adaptive attacker against topk-clip, kappa x tau rule.
+"""The adaptive attacker against topk-clip, kappa x tau rule.
 
 The settings of ``adaptive_table.toml`` (10 nodes, 1 adversary, 20 rounds, MLP) on the ring
 and the complete graph; ``--attack adaptive --defence topk-clip`` with the filter's kappa in

@@ -1,4 +1,4 @@
-"""Issue 13, acceptance 2: the norm budget a trigger backdoor needs to land at hop 1 on a ring.
+"""The norm budget a trigger backdoor needs to land at hop 1 on a ring.
 
 Ring of 10, 1 adversary (hop 1 = its two neighbours), trigger backdoor, 20 rounds, the
 settings of ``budget_curve.toml``. The budget is the L2 norm of the announced update as a

@@ -26,7 +26,7 @@ from p2pfl.sweep import Sweep, load_sweep, run_sweep
 
 HERE = Path(__file__).resolve().parent
 ROUNDS = (1, 2, 3, 4, 5)
-# DESIGN.md section 7 (Bhagoji et al., Table 1): target confidence, 10 agents.
+# Bhagoji et al. (ICML 2019), Table 1: target confidence, 10 agents.
 PAPER: dict[tuple[str, str], dict[int, float]] = {
     ("boost", "none"): {2: 0.63, 3: 0.93, 4: 0.99},
     ("boost", "previous step"): {2: 0.82, 3: 0.98, 4: 1.00},

@@ -2,7 +2,7 @@
 
 Nodes train locally (torch), gossip model deltas to their graph neighbours over ZeroMQ
 (msgpack headers, raw tensor frames) and filter what they receive before merging it.
-See DESIGN.md for the protocol and README.md for a tour.
+See docs/ for the protocol, threat model, filters and deployment, and README.md for a tour.
 
 The names below are imported on first use (PEP 562), so that importing one layer of the
 package (``p2pfl.filters``, ``p2pfl.attacks``, ...) does not pull in the layers above it

@@ -439,8 +439,8 @@ class RunConfig:
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     net: NetConfig = field(default_factory=NetConfig)
     roles: tuple[RoleConfig, ...] = ()
-    # "sync": lock-step rounds (DESIGN.md section 2). "async": every node runs ``rounds`` ticks
-    # on its own clock, without a round barrier (section 8).
+    # "sync": lock-step rounds. "async": every node runs ``rounds`` ticks on its own clock,
+    # without a round barrier (docs/protocol.md, "Rounds and ticks").
     mode: str = "sync"
     speed: float = 1.0  # compute speed of every node (a [[roles]] entry's speed wins); 1 = full speed
     churn: tuple[ChurnConfig, ...] = ()  # [[churn]] entries (async mode only)

@@ -1,13 +1,13 @@
 """One gossip node: the asyncio driver of :class:`~p2pfl.protocol.GossipProtocol`.
 
-Round t at node i (DESIGN.md section 2)::
+Round t at node i (docs/protocol.md)::
 
     1. train      z_i = local training of x_i (a behaviour: honest, or an attack)
     2. announce   delta_ij = z_i - xhat_i[j]; send (t, delta) to neighbour j; xhat_i[j] += delta
     3. receive    xhat_j += delta_j for every neighbour j (checksummed; snapshot on gap)
     4. merge      x_i = z_i + F({u_ij = xhat_j - z_i, W_ij})
 
-In async mode (``mode="async"``, DESIGN.md section 8) the node runs ``rounds`` *ticks* on
+In async mode (``mode="async"``) the node runs ``rounds`` *ticks* on
 its own clock with no round barrier: train -> announce (to all neighbours, or to ``fanout``
 of them drawn at random) -> merge with the latest public copy of every neighbour heard from
 at least once -> evaluate. The latest copy replaces the previous one, so a neighbour's

@@ -1,4 +1,4 @@
-"""The gossip protocol of one node as a sans-IO state machine (DESIGN.md section 2).
+"""The gossip protocol of one node as a sans-IO state machine (docs/protocol.md).
 
 :class:`GossipProtocol` holds everything the protocol knows: the public copies this node
 announced (per neighbour), its copies of every neighbour x̂_j with their rounds, sequence
@@ -43,7 +43,7 @@ with weights there, and they are how an overflow to Inf would start.
 
 Asynchronous mode
 -----------------
-With ``asynchronous=True`` (DESIGN.md section 8) a delta's round is the sender's tick and
+With ``asynchronous=True`` (``mode = "async"``) a delta's round is the sender's tick and
 nodes run at their own pace, so the round checks against this node's own round are off:
 a delta or snapshot from a neighbour far ahead is accepted, pending deltas are applied as
 soon as their base matches the copy (not only up to the current round), a snapshot is

@@ -1,4 +1,4 @@
-"""Asynchronous mode (DESIGN.md section 8) on real in-process nodes over loopback sockets.
+"""Asynchronous mode (docs/protocol.md, "Rounds and ticks") on real in-process nodes over loopback sockets.
 
 Training is off in most tests (models only mix) and ``net.tick_period`` paces the ticks,
 so every test takes seconds. No assertion depends on timings beyond orderings.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import re
 import tomllib
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from conftest import FULL_DATA, needs_full_data
 
 from p2pfl.config import RunConfig
 from p2pfl.experiment import Experiment, validate
-from p2pfl.launch import Deployment
 from p2pfl.sweep import Sweep, run_sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -34,7 +32,7 @@ def is_sweep_file(path: Path) -> bool:
 def test_the_expected_examples_exist():
     names = {p.name for p in EXAMPLES.iterdir()}
     assert {"paper_fmnist.toml", "paper_fmnist_cpu.toml", "paper_fmnist_cpu_sweep.toml", "estimation_table.toml",
-            "estimation_table.py", "topology_sweep.toml", "adult.toml", "multi_machine.md"} <= names
+            "estimation_table.py", "topology_sweep.toml", "adult.toml"} <= names
 
 
 @pytest.mark.parametrize("path", TOMLS, ids=[p.name for p in TOMLS])
@@ -60,18 +58,6 @@ def test_paper_files_hold_the_papers_setting():
                          "adversaries": [0, 1, 2, 4], "attack.name": ["boost", "altmin"],
                          "defence.name": ["none", "topk-clip"]}
     assert len({c.key for c in topo.cells()}) == 70
-
-
-def test_multi_machine_deployment_block_is_a_valid_deployment(tmp_path):
-    text = (EXAMPLES / "multi_machine.md").read_text(encoding="utf-8")
-    block = re.search(r"```toml\n(.*?)```", text, flags=re.S).group(1)
-    path = tmp_path / "cluster.toml"
-    path.write_text(block, encoding="utf-8")
-    dep = Deployment.from_toml(path)
-    assert dep.config.nodes == 10 and len(dep.addresses) == 10
-    assert dep.keys_dir == (tmp_path / "keys").resolve()
-    for command in ("p2pfl node --deployment cluster.toml --id-from-env SLURM_PROCID", "p2pfl keygen keys --nodes 10"):
-        assert command in text
 
 
 # ---- each example run as written, at reduced size --------------------------------------------------

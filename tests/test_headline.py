@@ -1,4 +1,4 @@
-"""The project's headline claim, end to end on real nodes (issue 13, acceptance 4).
+"""The project's headline claim, end to end on real nodes.
 
 A ring of 6 in-process nodes (ZeroMQ over loopback), one explicit-boosting adversary with the
 paper's single-example backdoor, the MLP on 1,500 images, 5 rounds of 2 local epochs:

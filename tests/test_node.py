@@ -1,4 +1,4 @@
-"""The protocol invariants of DESIGN.md section 2, on real nodes over loopback sockets."""
+"""The protocol invariants of docs/protocol.md, on real nodes over loopback sockets."""
 
 from __future__ import annotations
 

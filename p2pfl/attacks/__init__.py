@@ -1,4 +1,4 @@
-"""What adversarial nodes announce: model poisoning (DESIGN.md section 3).
+"""What adversarial nodes announce: model poisoning (docs/threat-model.md).
 
 An attack is a :class:`~p2pfl.behaviour.Behaviour`: ``craft(view) -> Crafted``. It sees what its
 node knows (:class:`~p2pfl.behaviour.NodeView`: its model x, its shard and trainer, its

@@ -1,4 +1,4 @@
-"""Attacks shaped by the defence they face (issue 13, DESIGN.md section 9).
+"""Attacks shaped by the defence they face (threat model: docs/threat-model.md).
 
 Four attacks that use what a node of the graph knows to stay inside the bounds a defence
 enforces (notation of :mod:`p2pfl.attacks`: x the adversary's model at the start of round

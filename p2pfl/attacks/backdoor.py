@@ -1,4 +1,4 @@
-"""What the adversaries want the benign models to learn: the backdoor (DESIGN.md sections 3, 9).
+"""What the adversaries want the benign models to learn: the backdoor (docs/threat-model.md).
 
 Three kinds (``attack.backdoor``, CLI ``--backdoor``), all built once by
 :class:`~p2pfl.plan.Plan` from the attack parameters, deterministically from the seed:

@@ -1,4 +1,4 @@
-"""Attacks that stay inside norm and distance bounds (DESIGN.md section 9): pgd, scale, neurotoxin.
+"""Attacks that stay inside norm and distance bounds (docs/threat-model.md): pgd, scale, neurotoxin.
 
 They train on the adversary's own shard with the backdoor mixed into every batch
 (:meth:`p2pfl.attacks.backdoor.Backdoor.poison`: single appends the auxiliary set, class relabels

@@ -30,7 +30,7 @@ class AccuracyCheckFilter(Filter):
         shards in a few rounds, well below the drop of a boosted update.
 
     The last accuracies are kept in ``last_accuracy`` ({"own": a0, j: a_j}) for the
-    stealth metrics of DESIGN.md §5.
+    stealth statistics (docs/threat-model.md).
 
     References
     ----------

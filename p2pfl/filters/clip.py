@@ -98,7 +98,7 @@ class ClipFilter(_ClipBase):
         * ``own``: τ = tau_scale·||z_i − x_i||, set by the node alone.
         * ``median``: τ = median of the incoming norms only. Kept for comparison: on a ring
           the median of two proposals is their mean, so an attacker sending a norm-N
-          proposal gets τ ≈ N/2 and is barely clipped (DESIGN.md §4).
+          proposal gets τ ≈ N/2 and is barely clipped (docs/filters.md).
         When the node did not train this round (own update None or zero) the anchored rules
         fall back to the median of the last ``tau_history`` own-anchored radii, and to the
         incoming median only if there is no history yet.
