@@ -25,8 +25,9 @@ OUT = HERE / "configuration.md"
 if str(HERE.parent) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(HERE.parent))
 
-from p2pfl import attacks, config, filters  # noqa: E402
-from p2pfl.backdoor import BACKDOOR_PARAMS  # noqa: E402
+from p2pfl import config, filters  # noqa: E402
+from p2pfl.attacks import params as attacks  # noqa: E402  (the parameter table and its option tuples)
+from p2pfl.attacks.backdoor import BACKDOOR_PARAMS  # noqa: E402
 from p2pfl.topology import TOPOLOGIES  # noqa: E402
 
 
@@ -41,7 +42,7 @@ TOP: dict[str, tuple[str, str]] = {
                  "The communication graph (`p2pfl topology show NAME` draws it)."),
     "topology_params": ("a table of numbers", "Generator parameters, e.g. `k`, `p` (small-world), "
                         "`degree` (random-regular), `p` (erdos-renyi), `rows`, `cols` (torus)."),
-    "nodes": ("integer, 2 to 100000", "Number of nodes."),
+    "nodes": ("integer, 2 to 100000", "Number of nodes; when not given, the topology file's `nodes`, else 10."),
     "rounds": ("integer, 1 to 1000000", "Synchronous rounds; in async mode the number of ticks of each node."),
     "seed": ("integer, 0 to 2^32 - 1", "Seeds everything: graph, data split, initial model, adversary placement, "
              "backdoor, faults."),
