@@ -19,6 +19,7 @@ TOML layout (every table and key optional)::
     [topology_params]          # generator parameters, e.g. k = 4, p = 0.1
     [data]     dataset, partition, alpha, shards_per_node, max_train, max_test, data_dir, ...
     [train]    model, epochs, batch_size, lr, optimizer, momentum, weight_decay, ...
+    [report]   tensorboard (a folder for TensorBoard event files; not part of the digest)
     [attack]   name = "boost", and that attack's parameters
     [defence]  name = "topk-clip", and that filter's parameters
     [net]      transport, host, round_timeout, compression, ...
@@ -38,6 +39,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .imports import IMPORT_PATH_HELP, is_import_path, is_placeholder
 
 if TYPE_CHECKING:
     from .faults import LinkFaults
@@ -90,6 +92,13 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(name, value, "one of " + ", ".join(allowed))
 
 
+def _check_source(name: str, value: Any, builtin: tuple[str, ...], what: str) -> None:
+    """A built-in name, an import path ``package.module:name``, or the placeholder of a Python object."""
+    if value in builtin or is_import_path(value) or is_placeholder(value):
+        return
+    raise ConfigError(name, value, f"one of {', '.join(builtin)}, or {IMPORT_PATH_HELP} of {what}")
+
+
 def _check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, value, "an integer")
@@ -134,7 +143,7 @@ class DataConfig:
     validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_choice("data.dataset", self.dataset, DATASETS)
+        _check_source("data.dataset", self.dataset, DATASETS, "a data loader")
         _check_choice("data.partition", self.partition, PARTITIONS)
         _check_float("data.alpha", self.alpha, 0.0, open_lo=True)
         _check_int("data.shards_per_node", self.shards_per_node, 1)
@@ -161,7 +170,7 @@ class TrainConfig:
     keep_optimizer_state: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("train.model", self.model, MODELS)
+        _check_source("train.model", self.model, MODELS, "a model factory")
         _check_int("train.epochs", self.epochs, 0, 1000)
         _check_int("train.batch_size", self.batch_size, 1)
         _check_float("train.lr", self.lr, 0.0, open_lo=True)
@@ -172,6 +181,17 @@ class TrainConfig:
         _check_float("train.weight_decay", self.weight_decay, 0.0)
         if not isinstance(self.keep_optimizer_state, bool):
             raise ConfigError("train.keep_optimizer_state", self.keep_optimizer_state, "true or false")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportConfig:
+    """Outputs of a run besides its run folder; per machine, so not part of the digest."""
+
+    tensorboard: str | None = None  # folder for TensorBoard event files (p2pfl[tensorboard])
+
+    def __post_init__(self) -> None:
+        if self.tensorboard is not None and (not isinstance(self.tensorboard, str) or not self.tensorboard):
+            raise ConfigError("report.tensorboard", self.tensorboard, "a folder path (a non-empty string)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,6 +408,7 @@ _SECTIONS: dict[str, type] = {
     "attack": AttackConfig,
     "defence": DefenceConfig,
     "net": NetConfig,
+    "report": ReportConfig,
 }
 
 
@@ -424,6 +445,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     roles: tuple[RoleConfig, ...] = ()
     # "sync": lock-step rounds (DESIGN.md section 2). "async": every node runs ``rounds`` ticks
     # on its own clock, without a round barrier (section 8).
@@ -577,6 +599,8 @@ class RunConfig:
         for key, default in _NEW_NET_DEFAULTS.items():
             if out["net"].get(key) == default:
                 del out["net"][key]
+        if out["report"] == {"tensorboard": None}:
+            del out["report"]
         return out
 
     def to_toml(self) -> str:
@@ -589,12 +613,18 @@ class RunConfig:
 
         return tomli_w.dumps(drop_none(self.to_mapping()))
 
-    def digest(self) -> str:
-        """A stable hash of every setting that must agree across nodes (hex, 16 chars)."""
+    def shared_mapping(self) -> dict[str, Any]:
+        """:meth:`to_mapping` without what may differ per machine: the settings nodes compare."""
         tree = self.to_mapping()
         tree.pop("name", None)
         tree.get("data", {}).pop("data_dir", None)  # where files live may differ per machine
         tree.get("data", {}).pop("download", None)
+        tree.pop("report", None)  # where outputs go
+        return tree
+
+    def digest(self) -> str:
+        """A stable hash of every setting that must agree across nodes (hex, 16 chars)."""
+        tree = self.shared_mapping()
         blob = json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
@@ -640,6 +670,7 @@ __all__ = [
     "read_toml",
     "AttackConfig",
     "ChurnConfig",
+    "ReportConfig",
     "RoleConfig",
     "load_role",
     "DataConfig",

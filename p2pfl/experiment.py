@@ -14,9 +14,17 @@
 Keywords are the top-level settings of :class:`~p2pfl.config.RunConfig` (``topology``,
 ``nodes``, ``rounds``, ``seed``, ``adversaries``, ``placement``, ``mixing``, ``name``), the
 short names of common section keys (``epochs``, ``batch_size``, ``lr``, ``model``,
-``dataset``, ``partition``, ``max_train``, ``max_test``, ... see :data:`ALIASES`), whole
+``dataset``, ``partition``, ``max_train``, ``max_test``, ``tensorboard``, ... see :data:`ALIASES`), whole
 sections as mappings (``train={"epochs": 1}``), ``attack="boost"`` or
 ``attack={"name": "boost", "lam": 10}``, and dotted keys (``**{"attack.lam": 10}``).
+
+Your own model and data: ``model`` and ``dataset`` also take an import path
+(``"package.module:factory"``, ``"package.module:loader"``) or a Python object: a model
+factory or a :class:`torch.nn.Module`, a data loader, a :class:`~p2pfl.data.UserData` or a
+tuple ``(x_train, y_train, x_test, y_test, classes)`` (see :mod:`p2pfl.models`,
+:mod:`p2pfl.data`). A function that can be imported back by name (defined at the top level
+of an importable module) is stored as its import path and works with ``processes=True``;
+other objects (lambdas, closures, tensors, functions of ``__main__``) work in-process only.
 
 Besides the run folder of :func:`p2pfl.launch.run`, an in-process run records the weight
 updates every node computes (:class:`UpdateRecorder`): per round, each node's update norm
@@ -40,6 +48,7 @@ import numpy as np
 
 from .config import RunConfig
 from .errors import ConfigError
+from .imports import IMPORT_PATH_HELP, import_path_of, placeholder
 from .launch import Progress, RunResult, prepare_out, run_inprocess
 from .launch import run as launch_run
 from .plan import Plan, node_seed, resolve_search_dirs, set_torch_threads
@@ -62,7 +71,10 @@ ALIASES: dict[str, str] = {
     "transport": "net.transport",
     "round_timeout": "net.round_timeout",
     "compression": "net.compression",
+    "tensorboard": "report.tensorboard",
 }
+#: Keywords that take Python objects as well as strings: keyword -> (setting, what it is).
+_OBJECT_SETTINGS = {"model": "train.model", "dataset": "data.dataset"}
 _MERGED_SECTIONS = ("data", "train", "net", "topology_params")
 
 UPDATES_FILE = "updates.jsonl"
@@ -294,14 +306,34 @@ def execute(
     sample_rounds: Iterable[int] | None = None,
     sample_size: int = SAMPLE_SIZE,
     plan: Plan | None = None,
+    tensorboard: str | Path | None = None,
 ) -> RunResult:
     """Run ``config`` like :func:`p2pfl.launch.run`, recording weight updates in-process.
 
     Same arguments as :func:`p2pfl.launch.run` (so ``p2pfl run`` can call either); the
     update statistics land in ``result.extra["updates"]`` and ``updates.jsonl``, samples in
     ``updates/``. With ``processes=True`` or ``updates=False`` this is exactly
-    :func:`p2pfl.launch.run`.
+    :func:`p2pfl.launch.run`. ``tensorboard`` (default: ``config.report.tensorboard``):
+    also write every record as TensorBoard scalars there (:class:`p2pfl.metrics.TensorBoardWriter`).
     """
+    tb_dir = tensorboard if tensorboard is not None else config.report.tensorboard
+    if tb_dir is None:
+        return _execute(config, out=out, search=search, progress=progress, overwrite=overwrite,
+                        processes=processes, workers=workers, updates=updates, sample_rounds=sample_rounds,
+                        sample_size=sample_size, plan=plan)
+    from .metrics import TensorBoardWriter
+
+    with TensorBoardWriter(tb_dir) as tb:  # fails (package missing) before the run starts
+        result = _execute(config, out=out, search=search, progress=tb.progress(progress), overwrite=overwrite,
+                          processes=processes, workers=workers, updates=updates, sample_rounds=sample_rounds,
+                          sample_size=sample_size, plan=plan)
+    result.extra["tensorboard"] = str(tb_dir)
+    return result
+
+
+def _execute(config: RunConfig, *, out: str | Path | None, search: Sequence[str | Path], progress: Progress | None,
+             overwrite: bool, processes: bool, workers: int | None, updates: bool,
+             sample_rounds: Iterable[int] | None, sample_size: int, plan: Plan | None) -> RunResult:
     if processes or not updates:
         return launch_run(config, out=out, processes=processes, search=search, progress=progress,
                           overwrite=overwrite, plan=plan)
@@ -436,6 +468,17 @@ class Experiment:
     def __init__(self, config: RunConfig | str | Path | Mapping[str, Any] | None = None, /,
                  **settings: Any) -> None:
         base = load_config(config)
+        self.objects: dict[str, Any] = {}  # "model"/"dataset" -> a Python object only this process holds
+        for key in _OBJECT_SETTINGS:
+            value = settings.get(key)
+            if value is None or isinstance(value, str):
+                continue
+            path = import_path_of(value) if callable(value) else None
+            if path is not None:
+                settings[key] = path  # importable by name: node processes can load it too
+            else:
+                self.objects[key] = value
+                settings[key] = placeholder(value)
         overrides = settings_to_overrides(settings)
         cfg = base.with_overrides(overrides) if overrides else base
         if cfg.name == "run" and "name" not in overrides:
@@ -448,8 +491,8 @@ class Experiment:
         return cls(Path(path), **settings)
 
     def with_settings(self, **settings: Any) -> Experiment:
-        """A copy with more settings applied."""
-        return Experiment(self.config, **settings)
+        """A copy with more settings applied (and the Python objects of this one)."""
+        return Experiment(self.config, **{**self.objects, **settings})
 
     def __repr__(self) -> str:
         return f"Experiment({self.config.name!r}, digest={self.config.digest()})"
@@ -464,11 +507,31 @@ class Experiment:
         data_dir: str | Path | None = None,
         updates: bool = True,
         plots: bool | None = None,
+        tensorboard: str | Path | None = None,
     ) -> ExperimentResult:
         """Run on this machine; with ``out``, write the run folder (and its plots unless
-        ``plots=False``). ``data_dir``: where data sets are looked up first."""
-        result = execute(self.config, out=out, search=search_dirs(data_dir, self.config), progress=progress,
-                         overwrite=overwrite, processes=processes, updates=updates)
+        ``plots=False``). ``data_dir``: where data sets are looked up first. ``tensorboard``:
+        a folder for TensorBoard event files (default: the ``tensorboard`` setting).
+
+        Raises
+        ------
+        ConfigError
+            ``processes=True`` with a model or data set given as a Python object that node
+            processes cannot import.
+        """
+        if processes and self.objects:
+            keys = ", ".join(f"{k}={self.config.train.model if k == 'model' else self.config.data.dataset}"
+                             for k in self.objects)
+            raise ConfigError("processes", True, f"an in-process run: {keys} is a Python object that `p2pfl node` "
+                                                 f"processes cannot load; give {IMPORT_PATH_HELP} (a function at the "
+                                                 "top level of an importable module) to run with processes")
+        search = search_dirs(data_dir, self.config)
+        plan = None
+        if self.objects:
+            plan = Plan.build(self.config, search=search, model=self.objects.get("model"),
+                              dataset=self.objects.get("dataset"))
+        result = execute(self.config, out=out, search=search, progress=progress, overwrite=overwrite,
+                         processes=processes, updates=updates, plan=plan, tensorboard=tensorboard)
         wrapped = ExperimentResult(result)
         if result.out is not None and (plots is None or plots):
             wrapped.plot()

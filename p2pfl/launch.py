@@ -543,11 +543,7 @@ async def run_node_async(
         if cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
             bound = {**{j: deployment.addresses[j] for j in neighbours}, node_id: transport.address or listen}
             node.reopen = _reopener(plan, node_id, bound, ctx, curve)
-        tree = cfg.to_mapping()
-        tree.pop("name", None)
-        tree.get("data", {}).pop("data_dir", None)
-        tree.get("data", {}).pop("download", None)
-        node.settings = flat_settings(tree)
+        node.settings = flat_settings(cfg.shared_mapping())
         if ckpt is not None:
             def checkpointer(n: Node, finished: bool) -> Callable[[], Any]:
                 snapshot = capture(n, finished=finished)
@@ -616,6 +612,12 @@ def run_processes(
     logs = {}
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    from .imports import import_roots, merged_pythonpath
+
+    # the user's model/data modules: where this process found them, the children look first
+    pythonpath = merged_pythonpath(import_roots([cfg.train.model, cfg.data.dataset]), env)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     try:
         for i in range(cfg.nodes):
             cmd = [python or sys.executable, "-m", "p2pfl", "node", "--deployment", str(dep_path),
