@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,7 @@ FACTORY_SIGNATURE = "factory(input_shape, classes, seed) -> torch.nn.Module"
 #: What ``train.model`` may be: a built-in name, an import path, a callable or a module.
 ModelSource = str | Callable[..., nn.Module] | nn.Module
 
+_SEEDED_BUILD = threading.Lock()  # one seeded user-model build at a time (they share the global torch RNG)
 _DROPOUT_STREAM = 0x5EED_D409  # mixed into the seed of a model's default dropout generator
 _FMNIST_MEAN, _FMNIST_STD = 0.2860, 0.3530  # pixel statistics of Fashion-MNIST train, in [0, 1]
 
@@ -264,7 +266,8 @@ def _user_model(source: ModelSource, input_shape: tuple[int, ...], classes: int,
         factory: Any = import_object(source, field, what)
     else:
         factory = source
-    with torch.random.fork_rng(devices=[]):  # seeded default init; the caller's RNG state is restored
+    # seeded default init; the caller's RNG state is restored; builds in other threads wait
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if isinstance(factory, nn.Module):
             model = copy.deepcopy(factory)
