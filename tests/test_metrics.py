@@ -141,3 +141,11 @@ def test_a_run_with_tensorboard_logs_every_node_by_round(tmp_path):
             assert [e.step for e in scalars["filter/norm_out_mean"]] == [1, 2]
     assert result.run.extra["tensorboard"] == str(tmp_path / "tb")
     assert cfg.digest() == cfg.replace(report=type(cfg.report)()).digest()  # where logs go is not the run
+
+
+def test_the_tensorboard_flag_sets_the_report_folder():
+    from p2pfl.cli import build_config
+
+    config = build_config(None, {"tensorboard": "runs/tb", "model": "pkg.models:net"}, ())
+    assert config.report.tensorboard == "runs/tb" and config.train.model == "pkg.models:net"
+    assert build_config(None, {}, ("report.tensorboard=elsewhere",)).report.tensorboard == "elsewhere"
