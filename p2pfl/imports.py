@@ -224,8 +224,9 @@ def _root_of(file: Path, module_name: str) -> str | None:
 
 
 def merged_pythonpath(roots: Iterable[str], env: Mapping[str, str]) -> str | None:
-    """``PYTHONPATH`` for child processes: ``roots`` first, then the inherited value."""
-    parts = list(dict.fromkeys([*roots, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]))
+    """``PYTHONPATH`` for child processes: the inherited value, then ``roots`` (appended, so a
+    folder that also holds other packages, e.g. a checkout of p2pfl, shadows nothing)."""
+    parts = list(dict.fromkeys([*[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], *roots]))
     return os.pathsep.join(parts) if parts else None
 
 

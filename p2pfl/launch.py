@@ -614,7 +614,7 @@ def run_processes(
     env.setdefault("PYTHONUNBUFFERED", "1")
     from .imports import import_roots, merged_pythonpath
 
-    # the user's model/data modules: where this process found them, the children look first
+    # the user's model/data modules: the children also look where this process found them
     pythonpath = merged_pythonpath(import_roots([cfg.train.model, cfg.data.dataset]), env)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath

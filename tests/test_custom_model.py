@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import sys
 import uuid
@@ -315,3 +316,10 @@ def test_cli_runs_user_code_in_processes_with_tensorboard(user_module, tmp_path)
     acc = EventAccumulator(str(tmp_path / "tb" / "node-0"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("accuracy")] == [1, 2]
+
+
+def test_children_get_the_module_folders_after_the_inherited_pythonpath():
+    from p2pfl.imports import merged_pythonpath
+
+    assert merged_pythonpath(["/user/code"], {"PYTHONPATH": "/dev/tree"}) == f"/dev/tree{os.pathsep}/user/code"
+    assert merged_pythonpath([], {}) is None
