@@ -19,6 +19,7 @@ TOML layout (every table and key optional)::
     [topology_params]          # generator parameters, e.g. k = 4, p = 0.1
     [data]     dataset, partition, alpha, shards_per_node, max_train, max_test, data_dir, ...
     [train]    model, epochs, batch_size, lr, optimizer, momentum, weight_decay, ...
+    [report]   tensorboard (a folder for TensorBoard event files; not part of the digest)
     [attack]   name = "boost", and that attack's parameters
     [defence]  name = "topk-clip", and that filter's parameters
     [net]      transport, host, round_timeout, compression, ...
@@ -37,6 +38,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .imports import IMPORT_PATH_HELP, is_import_path, is_placeholder
 from .validate import choice, flag, integer, real
 
 if TYPE_CHECKING:
@@ -106,6 +108,13 @@ def _freeze(params: Mapping[str, Any] | None, section: str) -> Mapping[str, Any]
     return MappingProxyType(dict(sorted(out.items())))
 
 
+def _check_source(name: str, value: Any, builtin: tuple[str, ...], what: str) -> None:
+    """A built-in name, an import path ``package.module:name``, or the placeholder of a Python object."""
+    if value in builtin or is_import_path(value) or is_placeholder(value):
+        return
+    raise ConfigError(name, value, f"one of {', '.join(builtin)}, or {IMPORT_PATH_HELP} of {what}")
+
+
 DATASETS = ("fmnist", "adult")
 PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("cnn", "paper-cnn", "mlp")
@@ -131,7 +140,7 @@ class DataConfig:
     validation_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        choice("data.dataset", self.dataset, DATASETS)
+        _check_source("data.dataset", self.dataset, DATASETS, "a data loader")
         choice("data.partition", self.partition, PARTITIONS)
         real("data.alpha", self.alpha, 0.0, open_lo=True)
         integer("data.shards_per_node", self.shards_per_node, 1)
@@ -157,7 +166,7 @@ class TrainConfig:
     keep_optimizer_state: bool = False
 
     def __post_init__(self) -> None:
-        choice("train.model", self.model, MODELS)
+        _check_source("train.model", self.model, MODELS, "a model factory")
         integer("train.epochs", self.epochs, 0, 1000)
         integer("train.batch_size", self.batch_size, 1)
         real("train.lr", self.lr, 0.0, open_lo=True)
@@ -167,6 +176,17 @@ class TrainConfig:
             raise ConfigError("train.momentum", self.momentum, "0 unless train.optimizer = 'sgd'")
         real("train.weight_decay", self.weight_decay, 0.0)
         flag("train.keep_optimizer_state", self.keep_optimizer_state)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportConfig:
+    """Outputs of a run besides its run folder; per machine, so not part of the digest."""
+
+    tensorboard: str | None = None  # folder for TensorBoard event files (p2pfl[tensorboard])
+
+    def __post_init__(self) -> None:
+        if self.tensorboard is not None and (not isinstance(self.tensorboard, str) or not self.tensorboard):
+            raise ConfigError("report.tensorboard", self.tensorboard, "a folder path (a non-empty string)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,6 +422,7 @@ _SECTIONS: dict[str, type] = {
     "attack": AttackConfig,
     "defence": DefenceConfig,
     "net": NetConfig,
+    "report": ReportConfig,
 }
 
 
@@ -438,6 +459,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     roles: tuple[RoleConfig, ...] = ()
     # "sync": lock-step rounds. "async": every node runs ``rounds`` ticks on its own clock,
     # without a round barrier (docs/protocol.md, "Rounds and ticks").
@@ -599,6 +621,8 @@ class RunConfig:
         for key, default in _NEW_NET_DEFAULTS.items():
             if out["net"].get(key) == default:
                 del out["net"][key]
+        if out["report"] == {"tensorboard": None}:
+            del out["report"]
         return out
 
     def to_toml(self) -> str:
@@ -611,12 +635,18 @@ class RunConfig:
 
         return tomli_w.dumps(drop_none(self.to_mapping()))
 
-    def digest(self) -> str:
-        """A stable hash of every setting that must agree across nodes (hex, 16 chars)."""
+    def shared_mapping(self) -> dict[str, Any]:
+        """:meth:`to_mapping` without what may differ per machine: the settings nodes compare."""
         tree = self.to_mapping()
         tree.pop("name", None)
         tree.get("data", {}).pop("data_dir", None)  # where files live may differ per machine
         tree.get("data", {}).pop("download", None)
+        tree.pop("report", None)  # where outputs go
+        return tree
+
+    def digest(self) -> str:
+        """A stable hash of every setting that must agree across nodes (hex, 16 chars)."""
+        tree = self.shared_mapping()
         blob = json.dumps(tree, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
@@ -665,6 +695,7 @@ __all__ = [
     "topology_file_nodes",
     "AttackConfig",
     "ChurnConfig",
+    "ReportConfig",
     "RoleConfig",
     "load_role",
     "DataConfig",

@@ -20,6 +20,18 @@ Two datasets are supported:
     income is above 50K. It is not embedded; a folder with ``adult.data(.gz)`` and
     ``adult.test(.gz)`` must be given in ``search``.
 
+Your own data: ``data.dataset = "package.module:loader"`` (an import path, see
+:mod:`p2pfl.imports`), or a loader callable or the tensors themselves given to
+:class:`~p2pfl.Experiment`. A loader is called with those of these keywords it takes::
+
+    loader(seed: int, data_dirs: tuple[Path, ...]) -> UserData | (x_train, y_train, x_test, y_test, classes)
+
+``data_dirs`` is the run's data search path (``--data-dir``, ``data.data_dir``, ...).
+Inputs are any real-valued tensors or arrays of shape ``(N, *input_shape)`` (cast to
+float32, every value finite), labels 1-D integers in ``[0, classes)``; see
+:func:`user_bundle`. ``max_train``/``max_test`` take class-stratified subsets as for the
+built-in sets; ``test_fraction`` does not apply (the loader gives its own test split).
+
 Partitions (:func:`partition`) are pure functions of the label vector and a seed; every
 random choice in this module comes from a ``numpy.random.Generator`` built from the
 caller's seed, never from global state.
@@ -38,18 +50,33 @@ import struct
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from p2pfl.errors import ConfigError, DataError
+from p2pfl.imports import (
+    IMPORT_PATH_HELP,
+    call_with,
+    import_object,
+    import_path_of,
+    is_import_path,
+    is_placeholder,
+)
 
 logger = logging.getLogger(__name__)
 
 DATASETS = ("fmnist", "adult")
+
+#: The documented signature of a user's data loader (quoted in error messages).
+LOADER_SIGNATURE = "loader(seed, data_dirs) -> UserData or (x_train, y_train, x_test, y_test, classes)"
+
+#: ``DatasetBundle.name`` of user data (short: it travels in the handshake's data identity).
+USER_DATASET = "custom"
 PARTITIONS = ("iid", "dirichlet", "shards")
 
 #: Official Fashion-MNIST mirror (Zalando Research); ``load_dataset(mirror=...)`` overrides it.
@@ -146,7 +173,7 @@ class DatasetBundle:
     ----------
     train, test : TensorData
     name : str
-        One of :data:`DATASETS`.
+        One of :data:`DATASETS`, or :data:`USER_DATASET` for the user's own data.
     source : str
         Human-readable origin, e.g. ``"embedded Fashion-MNIST test split (8000 train /
         2000 test)"``; goes into run summaries.
@@ -566,6 +593,165 @@ def _load_adult(
 
 
 # --------------------------------------------------------------------------------------
+# the user's own data
+
+
+@dataclass(frozen=True, eq=False)
+class UserData:
+    """What a user's data loader returns (a plain 5-tuple in this order is accepted too).
+
+    Attributes
+    ----------
+    x_train, x_test
+        Inputs ``(N, *input_shape)``: torch tensors or numpy arrays of a real dtype, cast
+        to float32; every value must be finite. Both splits have the same ``input_shape``.
+    y_train, y_test
+        Labels ``(N,)``: integer tensors or arrays with values in ``[0, classes)``.
+    classes
+        Number of classes (model outputs), >= 2.
+    """
+
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    classes: int
+
+
+#: What ``data.dataset`` may be: a built-in name, an import path, a loader or the data.
+DataSource = str | Callable[..., Any] | UserData | tuple
+
+
+def is_user_data(source: Any) -> bool:
+    """True unless ``source`` is a built-in data set name."""
+    return not (isinstance(source, str) and source in DATASETS)
+
+
+def describe_data(source: Any) -> str:
+    """A short name of a data source for settings and messages."""
+    if isinstance(source, str):
+        return source
+    if isinstance(source, UserData | tuple | list):
+        return "tensors"
+    return import_path_of(source) or getattr(source, "__qualname__", None) or type(source).__name__
+
+
+def _array(value: Any, what: str, where: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise DataError(f"{where}: {what} is a {type(value).__name__}; expected a torch tensor or numpy array")
+
+
+def _inputs(value: Any, what: str, where: str) -> np.ndarray:
+    arr = _array(value, what, where)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"{where}: {what} has dtype {arr.dtype}; expected real numbers (cast to float32)")
+    if arr.ndim < 2 or arr.shape[0] == 0 or 0 in arr.shape[1:]:
+        raise DataError(f"{where}: {what} has shape {arr.shape}; expected (N, *input_shape) with N >= 1 "
+                        "and a non-empty input shape")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        raise DataError(f"{where}: {what} has {bad} non-finite value(s) (NaN or inf, or beyond float32); "
+                        "expected finite numbers")
+    return out
+
+
+def _labels(value: Any, what: str, where: str, n: int, classes: int) -> np.ndarray:
+    arr = _array(value, what, where)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{where}: {what} has dtype {arr.dtype}; expected integer class labels")
+    if arr.shape != (n,):
+        raise DataError(f"{where}: {what} has shape {arr.shape}; expected ({n},), one label per input")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= classes):
+        raise DataError(f"{where}: {what} holds labels {int(arr.min())}..{int(arr.max())}; expected labels "
+                        f"in 0..{classes - 1} (classes = {classes})")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def user_bundle(
+    source: DataSource,
+    *,
+    field: str = "data.dataset",
+    seed: int = 0,
+    search: Sequence[str | os.PathLike] = (),
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> DatasetBundle:
+    """The user's data as a :class:`DatasetBundle` (``name`` :data:`USER_DATASET`, kind ``user``).
+
+    Parameters
+    ----------
+    source
+        An import path ``"package.module:loader"``, a loader callable
+        (:data:`LOADER_SIGNATURE`), a :class:`UserData` or a 5-tuple
+        ``(x_train, y_train, x_test, y_test, classes)``. An import path may also name the
+        data object itself.
+    field
+        The setting, named in errors.
+    seed, search
+        Passed to a loader as ``seed`` and ``data_dirs`` (when it takes them); ``seed`` also
+        seeds the ``max_*`` subsets.
+    max_train, max_test
+        Keep a deterministic class-stratified subset of at most this many samples.
+
+    Raises
+    ------
+    ConfigError
+        The import path does not load, the loader does not take its arguments.
+    DataError
+        What the loader returned is not the expected data: wrong type, shape or dtype,
+        labels outside ``[0, classes)``, non-finite inputs. Messages name ``field``.
+    """
+    name = describe_data(source)
+    if is_placeholder(source):
+        raise ConfigError(field, source, "the Python object itself (Experiment(dataset=...), in this process); "
+                                         f"node processes and other hosts need {IMPORT_PATH_HELP}")
+    if isinstance(source, str):
+        if not is_import_path(source):
+            raise ConfigError(field, source, f"one of {', '.join(DATASETS)}, or {IMPORT_PATH_HELP} of a data "
+                                             f"loader {LOADER_SIGNATURE}")
+        source = import_object(source, field, f"a data loader {LOADER_SIGNATURE}")
+    data = source
+    if callable(source) and not isinstance(source, UserData | tuple | list):
+        data = call_with(source, field, LOADER_SIGNATURE, seed=seed,
+                         data_dirs=tuple(Path(d).expanduser() for d in search))
+    where = f"{field} ({name})"
+    if isinstance(data, UserData):
+        parts: tuple[Any, ...] = (data.x_train, data.y_train, data.x_test, data.y_test, data.classes)
+    elif isinstance(data, tuple | list) and len(data) == 5:
+        parts = tuple(data)
+    else:
+        got = f"a {len(data)}-tuple" if isinstance(data, tuple | list) else f"a {type(data).__name__}"
+        raise DataError(f"{where}: got {got}; expected UserData or (x_train, y_train, x_test, y_test, classes)")
+    classes = parts[4]
+    if isinstance(classes, bool) or not isinstance(classes, int | np.integer) or classes < 2:
+        raise DataError(f"{where}: classes is {classes!r}; expected an integer >= 2")
+    classes = int(classes)
+    tr_x = _inputs(parts[0], "x_train", where)
+    te_x = _inputs(parts[2], "x_test", where)
+    if tr_x.shape[1:] != te_x.shape[1:]:
+        raise DataError(f"{where}: x_train inputs have shape {tr_x.shape[1:]} but x_test inputs "
+                        f"{te_x.shape[1:]}; expected the same input shape")
+    tr_y = _labels(parts[1], "y_train", where, tr_x.shape[0], classes)
+    te_y = _labels(parts[3], "y_test", where, te_x.shape[0], classes)
+    tr_x, tr_y = _limit(tr_x, tr_y, max_train, _rng(seed, 1))
+    te_x, te_y = _limit(te_x, te_y, max_test, _rng(seed, 2))
+    source_text = f"user data {name} ({tr_y.shape[0]} train / {te_y.shape[0]} test)"
+    logger.info("dataset %s: %s", field, source_text)
+    return DatasetBundle(
+        train=TensorData(torch.from_numpy(np.ascontiguousarray(tr_x)), torch.from_numpy(tr_y), classes),
+        test=TensorData(torch.from_numpy(np.ascontiguousarray(te_x)), torch.from_numpy(te_y), classes),
+        name=USER_DATASET,
+        source=source_text,
+        input_shape=tuple(int(s) for s in tr_x.shape[1:]),
+        kind="user",
+    )
+
+
+# --------------------------------------------------------------------------------------
 # public entry points
 
 
@@ -575,7 +761,7 @@ def _check_limit(field: str, value: int | None) -> None:
 
 
 def load_dataset(
-    name: str,
+    name: DataSource,
     *,
     search: Sequence[str | os.PathLike] = (),
     download: bool = False,
@@ -591,9 +777,10 @@ def load_dataset(
     Parameters
     ----------
     name
-        One of :data:`DATASETS`.
+        One of :data:`DATASETS`; or the user's data: an import path, a loader, a
+        :class:`UserData` or a 5-tuple (see :func:`user_bundle`).
     search
-        Folders to look in, in order. For Fashion-MNIST each folder ``D`` is tried as ``D``,
+        Folders to look in, in order (a user's loader gets them as ``data_dirs``). For Fashion-MNIST each folder ``D`` is tried as ``D``,
         ``D/fashion-mnist`` and ``D/FashionMNIST/raw`` (torchvision's layout); for Adult as
         ``D`` and ``D/adult``.
     download
@@ -622,10 +809,13 @@ def load_dataset(
         Files are missing, corrupt, or a download failed; the message names the files or
         every place searched.
     """
-    if name not in DATASETS:
-        raise ConfigError("dataset", name, f"one of {', '.join(DATASETS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", seed, "a non-negative integer")
+    if is_user_data(name):
+        _check_limit("max_train", max_train)
+        _check_limit("max_test", max_test)
+        return user_bundle(name, field="data.dataset", seed=seed, search=search, max_train=max_train,
+                           max_test=max_test)
     if not 0.0 < embedded_test_fraction < 1.0:
         raise ConfigError(
             "embedded_test_fraction", embedded_test_fraction, "strictly between 0 and 1"
@@ -654,6 +844,7 @@ _SOURCE_NAMES = {
     ("embedded", "fmnist"): "embedded split",
     ("full", "fmnist"): "full Fashion-MNIST",
     ("full", "adult"): "full UCI Adult",
+    ("user", USER_DATASET): "user-supplied data",
 }
 
 
@@ -673,8 +864,9 @@ def _split_hash(data: TensorData) -> str:
 def identity(bundle: DatasetBundle) -> dict[str, str | int]:
     """What a node's data is, in a few msgpack/JSON scalars, for the handshake.
 
-    Keys (:data:`IDENTITY_KEYS`): ``dataset`` (``"fmnist"``, ``"adult"``), ``source``
-    (``"embedded"`` split of the packaged copy or ``"full"`` set read from files), ``train``
+    Keys (:data:`IDENTITY_KEYS`): ``dataset`` (``"fmnist"``, ``"adult"``, ``"custom"``), ``source``
+    (``"embedded"`` split of the packaged copy, ``"full"`` set read from files, ``"user"``
+    data from a loader or tensors), ``train``
     and ``test`` (sizes after ``max_train`` / ``max_test``), ``classes``, and ``test_hash``
     / ``train_hash``: the first 16 hex characters of the sha256 of each split's inputs and
     labels as they are used (after every subset). Paths are left out on purpose: the same
@@ -913,6 +1105,13 @@ def split_validation(
 
 __all__ = [
     "DATASETS",
+    "LOADER_SIGNATURE",
+    "USER_DATASET",
+    "DataSource",
+    "UserData",
+    "describe_data",
+    "is_user_data",
+    "user_bundle",
     "EMBEDDED_FASHION_MNIST_DIR",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_MIRROR",

@@ -232,11 +232,7 @@ async def run_node_async(
         if cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
             bound = {**{j: deployment.addresses[j] for j in neighbours}, node_id: transport.address or listen}
             node.reopen = reopener(plan, node_id, bound, ctx, curve)
-        tree = cfg.to_mapping()
-        tree.pop("name", None)
-        tree.get("data", {}).pop("data_dir", None)
-        tree.get("data", {}).pop("download", None)
-        node.settings = flat_settings(tree)
+        node.settings = flat_settings(cfg.shared_mapping())
         if ckpt is not None:
             def checkpointer(n: Node, finished: bool) -> Callable[[], Any]:
                 snapshot = capture(n, finished=finished)

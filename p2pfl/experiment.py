@@ -14,9 +14,17 @@
 Keywords are the top-level settings of :class:`~p2pfl.config.RunConfig` (``topology``,
 ``nodes``, ``rounds``, ``seed``, ``adversaries``, ``placement``, ``mixing``, ``name``), the
 short names of common section keys (``epochs``, ``batch_size``, ``lr``, ``model``,
-``dataset``, ``partition``, ``max_train``, ``max_test``, ... see :data:`ALIASES`), whole
-sections as mappings (``train={"epochs": 1}``), ``attack="boost"`` or
+``dataset``, ``partition``, ``max_train``, ``max_test``, ``tensorboard``, ... see :data:`ALIASES`),
+whole sections as mappings (``train={"epochs": 1}``), ``attack="boost"`` or
 ``attack={"name": "boost", "lam": 10}``, and dotted keys (``**{"attack.lam": 10}``).
+
+Your own model and data: ``model`` and ``dataset`` also take an import path
+(``"package.module:factory"``, ``"package.module:loader"``) or a Python object: a model
+factory or a :class:`torch.nn.Module`, a data loader, a :class:`~p2pfl.data.UserData` or a
+tuple ``(x_train, y_train, x_test, y_test, classes)`` (see :mod:`p2pfl.models`,
+:mod:`p2pfl.data`). A function that can be imported back by name (defined at the top level
+of an importable module) is stored as its import path and works with ``processes=True``;
+other objects (lambdas, closures, tensors, functions of ``__main__``) work in-process only.
 
 :meth:`Experiment.run` calls :func:`p2pfl.launch.run`; besides the run folder, an in-process
 run records the weight updates every node computes (:mod:`p2pfl.updates`): per round, each
@@ -38,8 +46,9 @@ import numpy as np
 
 from .config import RunConfig
 from .errors import ConfigError
+from .imports import IMPORT_PATH_HELP, import_path_of, placeholder
 from .launch import RunHook, RunResult, run
-from .plan import search_dirs, validate
+from .plan import Plan, search_dirs, validate
 from .updates import RecordUpdates, UpdateRecorder, update_stats
 
 log = logging.getLogger(__name__)
@@ -60,7 +69,10 @@ ALIASES: dict[str, str] = {
     "transport": "net.transport",
     "round_timeout": "net.round_timeout",
     "compression": "net.compression",
+    "tensorboard": "report.tensorboard",
 }
+#: Keywords that take Python objects as well as strings: keyword -> setting.
+_OBJECT_SETTINGS = {"model": "train.model", "dataset": "data.dataset"}
 _MERGED_SECTIONS = ("data", "train", "net", "topology_params")
 
 
@@ -219,6 +231,17 @@ class Experiment:
     def __init__(self, config: RunConfig | str | Path | Mapping[str, Any] | None = None, /,
                  **settings: Any) -> None:
         base = load_config(config)
+        self.objects: dict[str, Any] = {}  # "model"/"dataset" -> a Python object only this process holds
+        for key in _OBJECT_SETTINGS:
+            value = settings.get(key)
+            if value is None or isinstance(value, str):
+                continue
+            path = import_path_of(value) if callable(value) else None
+            if path is not None:
+                settings[key] = path  # importable by name: node processes can load it too
+            else:
+                self.objects[key] = value
+                settings[key] = placeholder(value)
         overrides = settings_to_overrides(settings)
         cfg = base.with_overrides(overrides) if overrides else base
         if cfg.name == "run" and "name" not in overrides:
@@ -231,8 +254,8 @@ class Experiment:
         return cls(Path(path), **settings)
 
     def with_settings(self, **settings: Any) -> Experiment:
-        """A copy with more settings applied."""
-        return Experiment(self.config, **settings)
+        """A copy with more settings applied (and the Python objects of this one)."""
+        return Experiment(self.config, **{**self.objects, **settings})
 
     def __repr__(self) -> str:
         return f"Experiment({self.config.name!r}, digest={self.config.digest()})"
@@ -248,6 +271,7 @@ class Experiment:
         updates: bool = True,
         plots: bool | None = None,
         hooks: Sequence[RunHook] = (),
+        tensorboard: str | Path | None = None,
     ) -> ExperimentResult:
         """Run on this machine (:func:`p2pfl.launch.run`); with ``out``, write the run folder
         (and its plots unless ``plots=False``). ``data_dir``: where data sets are looked up
@@ -255,11 +279,29 @@ class Experiment:
         environment, so ``$P2PFL_DATA`` is the CLI's). ``updates``: record weight updates
         (in-process runs, :mod:`p2pfl.updates`). ``hooks``: your own
         :class:`~p2pfl.launch.RunHook` objects (given the plan, every node before it starts
-        in in-process runs, and the result)."""
+        in in-process runs, and the result). ``tensorboard``: a folder for TensorBoard event
+        files (default: the ``tensorboard`` setting).
+
+        Raises
+        ------
+        ConfigError
+            ``processes=True`` with a model or data set given as a Python object that node
+            processes cannot import.
+        """
+        if processes and self.objects:
+            keys = ", ".join(f"{k}={self.config.train.model if k == 'model' else self.config.data.dataset}"
+                             for k in self.objects)
+            raise ConfigError("processes", True, f"an in-process run: {keys} is a Python object that `p2pfl node` "
+                                                 f"processes cannot load; give {IMPORT_PATH_HELP} (a function at the "
+                                                 "top level of an importable module) to run with processes")
         search = search_dirs([data_dir] if data_dir else [], self.config)
+        plan = None
+        if self.objects:
+            plan = Plan.build(self.config, search=search, model=self.objects.get("model"),
+                              dataset=self.objects.get("dataset"))
         hooks = [*([RecordUpdates()] if updates else []), *hooks]
         result = run(self.config, out=out, search=search, progress=progress, overwrite=overwrite,
-                     processes=processes, hooks=hooks)
+                     processes=processes, hooks=hooks, plan=plan, tensorboard=tensorboard)
         wrapped = ExperimentResult(result)
         if result.out is not None and (plots is None or plots):
             wrapped.plot()

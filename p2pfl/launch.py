@@ -214,6 +214,12 @@ def run_processes(
     logs = {}
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    from .imports import import_roots, merged_pythonpath
+
+    # the user's model/data modules: the children also look where this process found them
+    pythonpath = merged_pythonpath(import_roots([cfg.train.model, cfg.data.dataset]), env)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     try:
         for i in range(cfg.nodes):
             cmd = [python or sys.executable, "-m", "p2pfl", "node", "--deployment", str(dep_path),
@@ -288,6 +294,7 @@ def run(
     plan: Plan | None = None,
     workers: int | None = None,
     hooks: Sequence[RunHook] = (),
+    tensorboard: str | os.PathLike | bool | None = None,
 ) -> RunResult:
     """Run a whole experiment on this machine and write its run folder (if ``out``).
 
@@ -296,10 +303,21 @@ def run(
     real sockets; ``workers`` training threads), or with ``processes`` one ``p2pfl node``
     process per node. ``search`` is the data search path, ``plan`` a plan already built from
     ``config`` (else it is built here, before anything is written), ``progress`` gets every
-    record as it arrives, and ``hooks`` (:class:`RunHook`) watch the run.
+    record as it arrives, and ``hooks`` (:class:`RunHook`) watch the run. ``tensorboard``
+    (default: ``config.report.tensorboard``): also write every record as TensorBoard scalars
+    there (:class:`p2pfl.metrics.TensorBoardWriter`; ``result.extra["tensorboard"]``).
     """
     set_torch_threads(1)
     plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
+    tb_dir = tensorboard if tensorboard is not None else config.report.tensorboard
+    if tb_dir:  # False: already wrapped
+        from .metrics import TensorBoardWriter
+
+        with TensorBoardWriter(tb_dir) as tb:  # fails (package missing) before the run starts
+            result = run(config, out=out, processes=processes, search=search, progress=tb.progress(progress),
+                         overwrite=overwrite, plan=plan, workers=workers, hooks=hooks, tensorboard=False)
+        result.extra["tensorboard"] = str(tb_dir)
+        return result
     out_path = prepare_out(out, overwrite=overwrite)
     if processes and out_path is None:
         out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))

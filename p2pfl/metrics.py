@@ -5,16 +5,22 @@ A record is one JSON object per node per round (``metrics.jsonl``): ``round``, `
 started the run), ``node``, ``role``, the node's evaluation (``accuracy``, ``loss``, attack metrics when an auxiliary
 set exists), what it heard, what it rejected, timings and filter statistics.
 ``summary.json`` aggregates benign nodes per round and adds a ``final`` object.
+:class:`TensorBoardWriter` turns the same records into TensorBoard event files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
+
+from .errors import P2PFLError
+
+log = logging.getLogger(__name__)
 
 # Per-node values that summaries aggregate over benign nodes (mean/min/max), when present.
 AGGREGATED = ("accuracy", "attack_success", "target_confidence")
@@ -196,8 +202,118 @@ def _final_per_node(records: list[Mapping[str, Any]]) -> dict[str, Any]:
     return row
 
 
+#: The pip extra that installs what :class:`TensorBoardWriter` needs.
+TENSORBOARD_EXTRA = "p2pfl[tensorboard]"
+_TB_EVAL = ("accuracy", "loss", "attack_success", "target_confidence")
+
+
+class TensorBoardWriter:
+    """Per-node scalars of the metrics records, as TensorBoard event files.
+
+    One TensorBoard run per node, ``<logdir>/node-<i>``, so the nodes can be compared and
+    filtered in the TensorBoard UI. Step = the record's ``round`` (the node's tick in async
+    mode); wall time = when the writer started plus the record's ``wall`` (TensorBoard's
+    WALL / RELATIVE axes then show the run's time line, the natural axis in async mode).
+    Tags:
+
+    ``accuracy``, ``loss``, ``attack_success``, ``target_confidence``
+        the node's evaluation (evaluated rounds only; attack metrics when the run has an
+        attack);
+    ``filter/norm_in_mean``, ``filter/norm_out_mean``, ``filter/norm_in/<j>``, ``filter/norm_out/<j>``
+        norms of the neighbours' updates before and after the node's filter (nodes that filter);
+    ``attack/<statistic>``
+        an adversary's own per-round statistics (update norm, norm ratio, ...);
+    ``time/round``
+        seconds the round (tick) took.
+
+    Uses :class:`torch.utils.tensorboard.SummaryWriter` (needs the ``tensorboard`` package:
+    ``pip install 'p2pfl[tensorboard]'``), imported when the writer is made, so a missing
+    package fails before a run starts.
+    """
+
+    def __init__(self, logdir: str | Path, *, start: float | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise P2PFLError(f"TensorBoard logging (--tensorboard / report.tensorboard = {str(logdir)!r}) needs "
+                             f"the tensorboard package: pip install '{TENSORBOARD_EXTRA}' ({exc})") from None
+        import time
+
+        self.logdir = Path(logdir)
+        self.start = time.time() if start is None else float(start)
+        self._writer_class = SummaryWriter
+        self._writers: dict[int, Any] = {}
+
+    def _writer(self, node: int) -> Any:
+        if node not in self._writers:
+            self._writers[node] = self._writer_class(log_dir=str(self.logdir / f"node-{node}"))
+        return self._writers[node]
+
+    def write(self, rec: Mapping[str, Any]) -> None:
+        """Add one record's scalars (a record without ``node`` or ``round`` is ignored)."""
+        if not isinstance(rec.get("node"), int) or not isinstance(rec.get("round"), int):
+            return
+        w = self._writer(rec["node"])
+        step = rec["round"]
+        wall = rec.get("wall")
+        walltime = self.start + float(wall) if _number(wall) else None
+
+        def add(tag: str, value: Any) -> None:
+            if _number(value):
+                w.add_scalar(tag, float(value), step, walltime=walltime)
+
+        for key in _TB_EVAL:
+            add(key, rec.get(key))
+        filt = rec.get("filter")
+        if isinstance(filt, Mapping):
+            for side in ("norm_in", "norm_out"):
+                norms = filt.get(side)
+                if isinstance(norms, Mapping) and norms:
+                    values = [float(v) for v in norms.values() if _number(v)]
+                    if values:
+                        add(f"filter/{side}_mean", sum(values) / len(values))
+                    for j, v in sorted(norms.items(), key=lambda kv: str(kv[0])):
+                        add(f"filter/{side}/{j}", v)
+        attack = rec.get("attack")
+        if isinstance(attack, Mapping):
+            for k, v in sorted(attack.items()):
+                add(f"attack/{k}", v)
+        times = rec.get("time")
+        if isinstance(times, Mapping):
+            add("time/round", times.get("round"))
+
+    def progress(self, then: Callable[[Mapping[str, Any]], None] | None = None
+                 ) -> Callable[[Mapping[str, Any]], None]:
+        """A progress callback that writes every record, then calls ``then``."""
+        def on_record(rec: Mapping[str, Any]) -> None:
+            try:
+                self.write(rec)
+            except Exception:  # a log never breaks a run
+                log.exception("TensorBoard: could not write a record of node %s", rec.get("node"))
+            if then is not None:
+                then(rec)
+
+        return on_record
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+    def __enter__(self) -> TensorBoardWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> None:
     Path(path).write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n", encoding="utf-8")
 
 
-__all__ = ["AGGREGATED", "MetricsWriter", "read_records", "summarize", "write_summary"]
+__all__ = ["AGGREGATED", "TENSORBOARD_EXTRA", "MetricsWriter", "TensorBoardWriter", "read_records", "summarize",
+           "write_summary"]

@@ -23,6 +23,25 @@ Models
 ``"mlp"``
     For tabular inputs (any shape, flattened): ``Linear(F, 64) ReLU Dropout(0.1) Linear(64, classes)``.
 
+Your own model
+--------------
+``train.model = "package.module:factory"`` (an import path, see :mod:`p2pfl.imports`), or a
+Python callable or :class:`torch.nn.Module` given to :class:`~p2pfl.Experiment`. A factory
+is called with those of these keywords it takes, by name::
+
+    factory(input_shape: tuple[int, ...], classes: int, seed: int) -> torch.nn.Module
+
+``input_shape`` is one input without the batch dimension (``x_train.shape[1:]``),
+``classes`` the number of logits the model must return. It is called with the global torch
+RNG seeded with ``seed`` (and restored afterwards), so a factory that relies on PyTorch's
+default initialisation is a pure function of the seed, as every node of a run needs (they
+all start from the same x^0, compared at handshake). The module must have float32 CPU
+parameters and map a batch ``(B, *input_shape)`` to logits ``(B, classes)``. Every
+:class:`torch.nn.Dropout` in it is replaced by the equivalent :class:`SeededDropout`, so
+its masks come from the node's own generator (bit-reproducible under threads). Only
+parameters are gossiped: buffers (BatchNorm running statistics) stay local to each node,
+and a warning says so.
+
 Determinism
 -----------
 Modules are first built on the ``meta`` device (no memory, no random draws) and then
@@ -35,18 +54,37 @@ from the process-wide generator, which is racy when nodes train in threads of on
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from p2pfl.errors import ConfigError
+from p2pfl.imports import (
+    IMPORT_PATH_HELP,
+    call_with,
+    import_object,
+    import_path_of,
+    is_import_path,
+    is_placeholder,
+)
 
 logger = logging.getLogger(__name__)
 
 MODELS = ("cnn", "paper-cnn", "mlp")
 
+#: The documented signature of a user's model factory (quoted in error messages).
+FACTORY_SIGNATURE = "factory(input_shape, classes, seed) -> torch.nn.Module"
+
+#: What ``train.model`` may be: a built-in name, an import path, a callable or a module.
+ModelSource = str | Callable[..., nn.Module] | nn.Module
+
+_SEEDED_BUILD = threading.Lock()  # one seeded user-model build at a time (they share the global torch RNG)
 _DROPOUT_STREAM = 0x5EED_D409  # mixed into the seed of a model's default dropout generator
 _FMNIST_MEAN, _FMNIST_STD = 0.2860, 0.3530  # pixel statistics of Fashion-MNIST train, in [0, 1]
 
@@ -204,13 +242,91 @@ def _init_parameters(model: nn.Module, generator: torch.Generator) -> None:
                 raise TypeError(f"no seeded initialisation for {type(module).__name__}")
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], classes: int, seed: int) -> nn.Module:
+def is_user_model(source: Any) -> bool:
+    """True unless ``source`` is a built-in model name."""
+    return not (isinstance(source, str) and source in MODELS)
+
+
+def describe_model(source: ModelSource) -> str:
+    """A short name of a model source for settings and messages."""
+    if isinstance(source, str):
+        return source
+    return import_path_of(source) or getattr(source, "__qualname__", None) or type(source).__name__
+
+
+def _user_model(source: ModelSource, input_shape: tuple[int, ...], classes: int, seed: int,
+                field: str) -> nn.Module:
+    what = f"a model factory {FACTORY_SIGNATURE}"
+    if is_placeholder(source):
+        raise ConfigError(field, source, "the Python object itself (Experiment(model=...), in this process); "
+                                         f"node processes and other hosts need {IMPORT_PATH_HELP}")
+    if isinstance(source, str):
+        if not is_import_path(source):
+            raise ConfigError(field, source, f"one of {', '.join(MODELS)}, or {IMPORT_PATH_HELP} of {what}")
+        factory: Any = import_object(source, field, what)
+    else:
+        factory = source
+    # seeded default init; the caller's RNG state is restored; builds in other threads wait
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(factory, nn.Module):
+            model = copy.deepcopy(factory)
+        else:
+            model = call_with(factory, field, FACTORY_SIGNATURE, input_shape=input_shape, classes=classes,
+                              seed=seed)
+    name = describe_model(source)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(field, name, f"{what}; it returned a {type(model).__name__}")
+    params = list(model.parameters())
+    if not params:
+        raise ConfigError(field, name, f"{what}; the module it returned has no parameters")
+    bad = next((p for p in params if p.dtype != torch.float32 or p.device.type != "cpu"), None)
+    if bad is not None:
+        raise ConfigError(field, name, f"{what} with float32 CPU parameters; it has {bad.dtype} on "
+                                       f"{bad.device.type} (call .float() / .cpu())")
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if type(child) is nn.Dropout:  # same inverted dropout, masks from the node's generator
+                setattr(parent, child_name, SeededDropout(child.p))
+    if any(True for _ in model.buffers()):
+        logger.warning("%s: model %s has buffers (e.g. BatchNorm statistics); only parameters are gossiped, "
+                       "buffers stay local to each node", field, name)
+    return model
+
+
+def check_model_output(model: nn.Module, inputs: torch.Tensor, classes: int, *, field: str = "train.model",
+                       name: str = "") -> None:
+    """Raise a ConfigError unless ``model(inputs)`` gives logits ``(len(inputs), classes)``.
+
+    Run once per plan on two training examples, so that a model that does not fit the data
+    fails before any node starts, with a message naming ``field``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(inputs)
+    except Exception as exc:  # noqa: BLE001 - the user's forward pass
+        raise ConfigError(field, name, f"a model that takes inputs of shape {tuple(inputs.shape)}; its forward "
+                                       f"pass raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
+    want = (int(inputs.shape[0]), int(classes))
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want or not out.is_floating_point():
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(field, name, f"a model that maps inputs {tuple(inputs.shape)} to float logits of "
+                                       f"shape {want}; it returned {got}")
+
+
+def build_model(name: ModelSource, *, input_shape: tuple[int, ...], classes: int, seed: int,
+                field: str = "train.model") -> nn.Module:
     """Build a model with weights determined by ``seed`` alone.
 
     Parameters
     ----------
     name
-        One of :data:`MODELS`.
+        One of :data:`MODELS`; or the user's model: an import path ``"package.module:factory"``,
+        a factory callable or a :class:`torch.nn.Module` (copied), see "Your own model" above.
     input_shape
         Shape of one input without the batch dimension, e.g. ``(1, 28, 28)`` or ``(108,)``.
     classes
@@ -228,33 +344,41 @@ def build_model(name: str, *, input_shape: tuple[int, ...], classes: int, seed: 
     Raises
     ------
     ConfigError
-        Unknown name, or an input shape or class count the model cannot take.
+        Unknown name, an input shape or class count the model cannot take; for a user's
+        model also: an import path that does not load, a factory that does not return a
+        float32 CPU :class:`torch.nn.Module` with parameters. Named after ``field``.
     """
-    if name not in _BUILDERS:
-        raise ConfigError("model", name, f"one of {', '.join(MODELS)}")
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
         raise ConfigError("classes", classes, "an integer >= 2")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", seed, "a non-negative integer")
     shape = tuple(int(s) for s in input_shape)
-    with torch.device("meta"):
-        model = _BUILDERS[name](shape, classes)
-    model = model.to_empty(device="cpu")
-    _init_parameters(model, torch.Generator().manual_seed(seed))
+    if is_user_model(name):
+        model = _user_model(name, shape, classes, seed, field)
+    else:
+        with torch.device("meta"):
+            model = _BUILDERS[name](shape, classes)  # type: ignore[index]
+        model = model.to_empty(device="cpu")
+        _init_parameters(model, torch.Generator().manual_seed(seed))
     dropout_seed = (seed * 0x9E3779B97F4A7C15 + _DROPOUT_STREAM) % (1 << 63)
     set_dropout_generator(model, torch.Generator().manual_seed(dropout_seed))
     model.train()
     logger.debug(
-        "built %s for %s -> %d classes: %d parameters", name, shape, classes, num_params(model)
+        "built %s for %s -> %d classes: %d parameters", describe_model(name), shape, classes, num_params(model)
     )
     return model
 
 
 __all__ = [
+    "FACTORY_SIGNATURE",
     "MODELS",
+    "ModelSource",
     "SeededDropout",
     "Standardize",
     "build_model",
+    "check_model_output",
+    "describe_model",
+    "is_user_model",
     "num_params",
     "set_dropout_generator",
 ]

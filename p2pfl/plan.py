@@ -20,9 +20,24 @@ import torch
 
 from .attacks.backdoor import Backdoor, check_backdoor_params
 from .config import AttackConfig, DefenceConfig, RoleConfig, RunConfig
-from .data import DatasetBundle, TensorData, identity, load_dataset, partition, split_validation
+from .data import (
+    DatasetBundle,
+    DataSource,
+    TensorData,
+    identity,
+    load_dataset,
+    partition,
+    split_validation,
+)
 from .errors import ConfigError
-from .models import build_model
+from .models import (
+    ModelSource,
+    build_model,
+    check_model_output,
+    describe_model,
+    is_user_model,
+    num_params,
+)
 from .topology import Topology, build_topology, place_adversaries
 from .train import Trainer, TrainSpec, get_flat
 
@@ -110,20 +125,25 @@ class Plan:
     backdoor: Backdoor | None = None  # what the adversaries train on and are measured on
     search: tuple[Path, ...] = ()  # the data search path the bundle was looked up in, in order
     data_identity: dict[str, str | int] = field(default_factory=dict)  # data.identity(bundle)
+    model_source: ModelSource | None = None  # a Python model object given to build(); None: config.train.model
 
     def __post_init__(self) -> None:
         if not self.data_identity:  # hashed once per plan; compared at handshake
             self.data_identity = identity(self.bundle)
 
     @classmethod
-    def build(cls, config: RunConfig, *, search: Sequence[str | os.PathLike] = ()) -> Plan:
+    def build(cls, config: RunConfig, *, search: Sequence[str | os.PathLike] = (),
+              model: ModelSource | None = None, dataset: DataSource | None = None) -> Plan:
+        """Resolve ``config``. ``model`` / ``dataset``: Python objects (a factory or module, a
+        loader or tensors) that replace ``train.model`` / ``data.dataset`` in this process
+        (the config then holds their placeholders, see :mod:`p2pfl.imports`)."""
         cfg = config
         topo = build_topology(cfg.topology, cfg.nodes, seed=cfg.seed, **dict(cfg.topology_params))
         weights = topo.mixing(cfg.mixing)
         adversaries = _adversaries(cfg, topo)
         dirs = [Path(d).expanduser() for d in search] or resolve_search_dirs(config_dir=cfg.data.data_dir)
         bundle = load_dataset(
-            cfg.data.dataset,
+            dataset if dataset is not None else cfg.data.dataset,
             search=dirs,
             download=cfg.data.download,
             cache_dir=Path("~/.cache/p2pfl").expanduser() if cfg.data.download else None,
@@ -134,9 +154,11 @@ class Plan:
         )
         shards = partition(bundle.train.y.numpy(), cfg.nodes, cfg.data.partition,
                            alpha=cfg.data.alpha, shards_per_node=cfg.data.shards_per_node, seed=cfg.seed)
-        model = build_model(cfg.train.model, input_shape=bundle.input_shape,
-                            classes=bundle.train.classes, seed=cfg.seed)
-        x0 = get_flat(model)
+        source = model if model is not None else cfg.train.model
+        net = build_model(source, input_shape=bundle.input_shape, classes=bundle.train.classes, seed=cfg.seed)
+        if is_user_model(source):  # fail before any node starts, naming train.model
+            check_model_output(net, bundle.train.x[:2], bundle.train.classes, name=describe_model(source))
+        x0 = get_flat(net)
         test, aux, aux_true, backdoor = bundle.test, None, None, None
         attacks = [cfg.attack] + [r.attack for r in cfg.roles if r.adversarial]
         active = next((a for a in attacks if a is not None and a.name != "none"), None)
@@ -145,7 +167,7 @@ class Plan:
             test, aux, aux_true, backdoor = chosen.test, chosen.aux, chosen.aux_source, chosen.backdoor
         plan = cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
                    bundle=bundle, shards=shards, x0=x0, exp_id=cfg.digest(), test=test, aux=aux,
-                   aux_source=aux_true, backdoor=backdoor, search=tuple(dirs))
+                   aux_source=aux_true, backdoor=backdoor, search=tuple(dirs), model_source=model)
         if backdoor is not None and backdoor.kind != "single":
             from .attacks import AUX_ONLY
 
@@ -198,8 +220,13 @@ class Plan:
 
     def trainer(self, node: int) -> Trainer:
         cfg = self.config.train
-        model = build_model(cfg.model, input_shape=self.bundle.input_shape,
+        source = self.model_source if self.model_source is not None else cfg.model
+        model = build_model(source, input_shape=self.bundle.input_shape,
                             classes=self.bundle.train.classes, seed=self.config.seed)
+        if num_params(model) != self.dim:
+            raise ConfigError("train.model", describe_model(source),
+                              f"a factory that builds the same model every time; it built {self.dim} "
+                              f"parameters for x0, then {num_params(model)}")
         spec = TrainSpec(epochs=max(cfg.epochs, 1), batch_size=cfg.batch_size, lr=cfg.lr,
                          optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return Trainer(model, spec, seed=node_seed(self.config.seed, node, 1),

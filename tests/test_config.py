@@ -140,3 +140,19 @@ def test_profiles_shipped_in_the_package_load_by_name():
     for name in names:
         cfg = RunConfig.from_mapping({"nodes": 4, "roles": [{"nodes": [0], "profile": name}]})
         assert cfg.roles[0].role
+
+
+def test_report_section_is_per_machine_and_left_out_of_the_digest():
+    base = RunConfig()
+    logged = RunConfig.from_mapping({"report": {"tensorboard": "runs/tb"}})
+    assert logged.report.tensorboard == "runs/tb"
+    assert logged.digest() == base.digest()
+    assert "report" not in base.to_mapping()  # runs from before the section keep their settings
+    assert logged.to_mapping()["report"] == {"tensorboard": "runs/tb"}
+    assert "report" not in logged.shared_mapping()  # what nodes compare at handshake
+    assert RunConfig.from_mapping(logged.to_mapping()) == logged
+    for bad in ("", 3):
+        with pytest.raises(ConfigError, match="report.tensorboard"):
+            RunConfig().with_overrides({"report.tensorboard": bad})
+    with pytest.raises(ConfigError, match="report.tb"):
+        RunConfig.from_mapping({"report": {"tb": "x"}})

@@ -48,6 +48,7 @@ _RUN_FLAGS: dict[str, str] = {
     "name": "name",
     "mode": "mode",
     "fanout": "net.fanout",
+    "tensorboard": "report.tensorboard",
 }
 
 
@@ -168,6 +169,8 @@ def print_result(result: Any) -> None:
     out.print(f"data: {result.data_source}; wall time {result.wall_time:.1f}s")
     if result.out is not None:
         out.print(f"results in {result.out}")
+    if result.extra.get("tensorboard"):
+        out.print(f"TensorBoard: tensorboard --logdir {result.extra['tensorboard']}")
 
 
 @click.command()
@@ -189,12 +192,13 @@ def print_result(result: Any) -> None:
               "label T; attack.trigger_size/_value/_pos, attack.poison_fraction).")
 @click.option("--defence", "--defense", "defence", is_flag=False, flag_value="", default=None,
               help="Local filter(s), comma-separated; bare --defence means topk-clip.")
-@click.option("--dataset", help="fmnist or adult.")
+@click.option("--dataset", help="fmnist, adult, or your loader as an import path package.module:loader.")
 @click.option("--partition", help="iid, dirichlet or shards.")
 @click.option("--alpha", type=float, help="Dirichlet concentration.")
 @click.option("--max-train", type=int, help="Use at most this many training samples.")
 @click.option("--max-test", type=int, help="Use at most this many test samples.")
-@click.option("--model", help="cnn (small, CPU default), paper-cnn or mlp.")
+@click.option("--model", help="cnn (small, CPU default), paper-cnn, mlp, or your factory as an import path "
+              "package.module:factory.")
 @click.option("--epochs", type=int, help="Local epochs per round.")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
@@ -213,6 +217,9 @@ def print_result(result: Any) -> None:
                    "see p2pfl/profiles) or a file, e.g. 0,3=boost or 5=my-profile.toml.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-TIMESTAMP).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Also write per-node scalars (accuracy, attack success, filter norms) as TensorBoard "
+                   "event files here (needs p2pfl[tensorboard]).")
 @click.option("--processes", is_flag=True, help="One OS process per node instead of one process for all.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
