@@ -64,6 +64,7 @@ TOP: dict[str, tuple[str, str]] = {
     "attack": ("a table, or an attack name", "[`[attack]`](#attack)"),
     "defence": ("a table, or a filter name", "[`[defence]`](#defence)"),
     "net": ("a table", "[`[net]`](#net)"),
+    "report": ("a table", "[`[report]`](#report)"),
     "roles": ("a list of `[[roles]]` tables", "[`[[roles]]`](#roles)"),
     "churn": ("a list of `[[churn]]` tables; only with `mode = \"async\"`", "[`[[churn]]`](#churn)"),
 }
@@ -147,6 +148,12 @@ ROLE: dict[str, tuple[str, str]] = {
                "adversary, one with `none` is benign and never chosen by `placement`."),
     "defence": ("a table as `[defence]`", "Their filter, instead of the run's."),
     "speed": ("number in (0, 1]", "Their compute speed, instead of the run's `speed`."),
+}
+
+REPORT: dict[str, tuple[str, str]] = {
+    "tensorboard": ("a folder path", "Also write per-node scalars by round (accuracy, attack success, filter "
+                    "norms in and out) as TensorBoard event files here; needs `p2pfl[tensorboard]` "
+                    "(`--tensorboard DIR`)."),
 }
 
 CHURN: dict[str, tuple[str, str]] = {
@@ -383,6 +390,12 @@ def render() -> str:
         "`[net]`: sockets, timeouts, limits, fault injection and async mode.",
         "",
         *_table(config.NetConfig, NET, "net."),
+        "",
+        "## report",
+        "",
+        "`[report]`: outputs besides the run folder; per machine, so not compared between nodes.",
+        "",
+        *_table(config.ReportConfig, REPORT, "report."),
         "",
         "## roles",
         "",
