@@ -187,6 +187,7 @@ import torch.nn.functional as F
 from .backdoor import BACKDOOR_PARAMS, Backdoor, check_backdoor_params
 from .behaviour import Crafted, Honest, NodeView
 from .errors import ConfigError
+from .timing import TIMING_PARAMS, check_timing
 from .train import get_flat, set_flat
 
 log = logging.getLogger(__name__)
@@ -459,12 +460,13 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("attack", name, "one of " + ", ".join(ATTACKS))
     accepted = PARAMS[name]
     check_backdoor_params(params)  # backdoor kind and trigger: read by the plan, checked here too
+    check_timing(params)  # async announcement timing: read by the node (p2pfl.timing)
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if key in _PLAN_PARAMS:
+        if key in _PLAN_PARAMS or key in TIMING_PARAMS:
             continue
         if key not in accepted:
-            known = ", ".join((*accepted, *_PLAN_PARAMS))
+            known = ", ".join((*accepted, *_PLAN_PARAMS, *TIMING_PARAMS))
             raise ConfigError(f"attack.{key}", value, f"not a parameter of attack {name!r}; known: {known}")
         out[key] = _CHECKS[key](key, value)
     return out
