@@ -207,6 +207,12 @@ class Node:
         #: rebinds on rejoin; without it, it only drops what arrives.
         self.reopen = reopen
         self._own_transport = False  # the transport is one this node reopened: it closes it
+        #: Churn with one process per node: a departing node ends its run (its process exits and
+        #: is started again at rejoin, resuming from its checkpoint); ``away_for`` is then how
+        #: many seconds it should stay away.
+        self.leave_exits = False
+        self.away_for: float | None = None
+        self.wall_offset = 0.0  # seconds this node ran before (a process restarted after churn)
         self._tg: asyncio.TaskGroup | None = None
         self._workers: list[asyncio.Task[Any]] = []
         self.away = False  # left (churn): drops whatever arrives
@@ -216,6 +222,7 @@ class Node:
         self._changed_tick: dict[int, int] = {}  # async: own tick at which j's copy last changed
         self._copy_time: dict[int, float] = {}  # async: when j's copy last changed (monotonic)
         self._last_update: np.ndarray | None = None  # async merge-first: the last training update
+        self._worked_after = 0.0  # seconds of merge and evaluation since the last craft (speed < 1)
         #: An adversary's announcement timing (async; :mod:`p2pfl.timing`); None: eager, own pace.
         self.timing = timing if timing is not None and not timing.default else None
         self._clock = MergeClock() if self.timing is not None and self.timing.mode == "before-merge" else None
@@ -472,8 +479,9 @@ class Node:
         # The copies are replaced (never modified in place) by the receiver: this mapping is a
         # consistent view for the merge thread.
         copies = {j: self.peers[j].copy for j in included}
-        self.x, filter_stats, dropped = await self._in_executor(self._merge, t, crafted.own, included,
-                                                                copies, mix)
+        (self.x, filter_stats, dropped), worked = await self._in_executor(
+            self._timed, self._merge, t, crafted.own, included, copies, mix)
+        self._worked_after = worked
         if dropped:
             self.merge_dropped += len(dropped)
             for j in dropped:
@@ -483,14 +491,17 @@ class Node:
         due = t % self.eval_every == 0 or t == self.rounds
         if self.timing is not None:  # an adversary at its own rate (p2pfl.timing): measured once, not
             due = t == self.rounds   # at every one of its announcements (that would throttle it)
-        metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
+        metrics: dict[str, Any] = {}
+        if self._evaluate and due:
+            metrics, worked = await self._in_executor(self._timed, self._evaluate, self.x)
+            self._worked_after += worked
         t_eval = time.perf_counter()
         record: dict[str, Any] = {
             "round": t,
             "tick": t,
             "node": self.id,
             "role": self.role,
-            "wall": round(t_eval - self._t_start, 4),
+            "wall": round(t_eval - self._t_start + self.wall_offset, 4),
             **metrics,
             "heard": len(included),
             "skipped": skipped,
@@ -514,11 +525,9 @@ class Node:
     async def _round(self, t: int) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        if self.speed < 1.0:
-            crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
-            await self._slow_down(worked)
-        else:
-            crafted = await self._in_executor(self.behaviour.craft, self._view(t))
+        crafted, worked = await self._in_executor(self._timed, self.behaviour.craft, self._view(t))
+        t_work = time.perf_counter()
+        await self._slow_down(worked)
         t_train = time.perf_counter()
         self._post(self.protocol.announce(t, crafted.announce))
         self.protocol.wait_since = time.monotonic()  # silence is measured from here
@@ -532,16 +541,21 @@ class Node:
         elif skipped:
             log.info("node %d: round %d without %s (down)", self.id, t, skipped)
         await self._merge_and_record(t, crafted, included, skipped, t0, {
-            "train": round(t_train - t0, 4), "wait": round(t_wait - t_train, 4)})
+            "train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4), "wait": round(t_wait - t_train, 4)})
 
-    def _timed_craft(self, view: NodeView) -> tuple[Crafted, float]:
-        """The behaviour's craft and the seconds it ran (in its thread, not queued for one)."""
+    @staticmethod
+    def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+        """``fn(*args)`` and the seconds it ran (in its thread, not queued for one)."""
         start = time.perf_counter()
-        crafted = self.behaviour.craft(view)
-        return crafted, time.perf_counter() - start
+        result = fn(*args)
+        return result, time.perf_counter() - start
 
     async def _slow_down(self, worked: float) -> None:
-        """A node of speed s < 1 takes 1/s as long: it sleeps (1/s - 1) x the time it worked."""
+        """A node of speed s < 1 takes 1/s as long per tick: after crafting, before it announces
+        (so the network sees a slow machine), it sleeps (1/s - 1) x its work of the tick: this
+        craft plus the previous tick's merge and evaluation (the work after announcing)."""
+        worked += self._worked_after
+        self._worked_after = 0.0
         if self.speed < 1.0 and worked > 0:
             await asyncio.sleep((1.0 / self.speed - 1.0) * worked)
 
@@ -605,7 +619,7 @@ class Node:
             early = {"weights": {str(j): round(w, 6) for j, w in weights.items()},
                      "ages": {str(j): a for j, a in ages.items()}, **({"filter": stats} if stats else {})}
         x_before = self.x
-        crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
+        crafted, worked = await self._in_executor(self._timed, self.behaviour.craft, self._view(t))
         t_work = time.perf_counter()
         if early:
             self._last_update = np.subtract(crafted.own, x_before, dtype=np.float32)
@@ -644,6 +658,8 @@ class Node:
     def _tick_seconds(self) -> float:
         """How long this node's ticks take (mean so far), for the time a departed node stays away."""
         times = [r["time"]["round"] for r in self.history if "time" in r]
+        if len(times) > 1:  # the first tick carries start-up costs (a cold training step, imports)
+            times = times[1:]
         mean = sum(times) / len(times) if times else 0.0
         return max(mean, self.net.tick_period / self.speed, 0.05)
 
@@ -705,11 +721,15 @@ class Node:
             self.x = mean.astype(np.float32)
         log.info("node %d: rejoined; caught up from %d neighbours' models", self.id, len(fresh))
 
-    async def _run_async(self, start: int, workers: list[asyncio.Task[Any]]) -> bool:
-        """Ticks ``start..rounds`` without a barrier; False if the node left for good (churn)."""
+    async def _run_async(self, start: int, workers: list[asyncio.Task[Any]], resume: bool = False) -> bool:
+        """Ticks ``start..rounds`` without a barrier; False if the node left (churn) and does not
+        finish here: gone for good, or its process exits to be started again at rejoin."""
         rng = np.random.default_rng([self.seed, self.id, 0xA5])  # fan-out choices, per node
         leave, rejoin = self.churn or (0, 0)
         t = start
+        if resume and leave and leave <= t < rejoin:  # a process started again after it left: rejoin
+            await self._rejoin()
+            t = rejoin
         # an adversary that times its announcements goes on until its neighbours have finished
         while t <= self.rounds or (self.timing is not None and not self._neighbours_finished()):
             if leave and leave <= t and (rejoin == 0 or t < rejoin):
@@ -717,6 +737,18 @@ class Node:
                     log.info("node %d: leaving for good at tick %d (churn)", self.id, t)
                     self.away = True
                     self.left_at = time.perf_counter() - self._t_start
+                    for task in workers:
+                        task.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
+                    self.transport.close(linger_ms=0)
+                    return False
+                if self.leave_exits:  # its process ends; the launcher starts it again at rejoin
+                    self.away_for = (rejoin - t) * self._tick_seconds()
+                    log.info("node %d: leaving for %d ticks (%.1fs; churn): the process exits", self.id,
+                             rejoin - t, self.away_for)
+                    self.away = True
+                    self.left_at = time.perf_counter() - self._t_start + self.wall_offset
+                    await self._checkpoint(False)
                     for task in workers:
                         task.cancel()
                     await asyncio.gather(*workers, return_exceptions=True)
@@ -816,7 +848,7 @@ class Node:
                                  self.id, target, start_round, target - 1)
                     self._post(requests)
                     if self.asynchronous:
-                        if await self._run_async(target, workers):
+                        if await self._run_async(target, workers, resume):
                             await self._finish_async()
                             await self._flush(max(self.net.linger_ms / 1000, 0.1))
                     else:
