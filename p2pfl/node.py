@@ -479,9 +479,8 @@ class Node:
         # The copies are replaced (never modified in place) by the receiver: this mapping is a
         # consistent view for the merge thread.
         copies = {j: self.peers[j].copy for j in included}
-        (self.x, filter_stats, dropped), worked = await self._in_executor(
-            self._timed, self._merge, t, crafted.own, included, copies, mix)
-        self._worked_after = worked
+        self.x, filter_stats, dropped = await self._in_executor(self._merge, t, crafted.own, included,
+                                                                copies, mix)
         if dropped:
             self.merge_dropped += len(dropped)
             for j in dropped:
@@ -491,11 +490,9 @@ class Node:
         due = t % self.eval_every == 0 or t == self.rounds
         if self.timing is not None:  # an adversary at its own rate (p2pfl.timing): measured once, not
             due = t == self.rounds   # at every one of its announcements (that would throttle it)
-        metrics: dict[str, Any] = {}
-        if self._evaluate and due:
-            metrics, worked = await self._in_executor(self._timed, self._evaluate, self.x)
-            self._worked_after += worked
+        metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
         t_eval = time.perf_counter()
+        self._worked_after = t_eval - t_merge0  # merge and evaluation (the work after announcing)
         record: dict[str, Any] = {
             "round": t,
             "tick": t,
@@ -525,9 +522,9 @@ class Node:
     async def _round(self, t: int) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        crafted, worked = await self._in_executor(self._timed, self.behaviour.craft, self._view(t))
+        crafted = await self._in_executor(self.behaviour.craft, self._view(t))
         t_work = time.perf_counter()
-        await self._slow_down(worked)
+        await self._slow_down(t_work - t0)
         t_train = time.perf_counter()
         self._post(self.protocol.announce(t, crafted.announce))
         self.protocol.wait_since = time.monotonic()  # silence is measured from here
@@ -543,17 +540,12 @@ class Node:
         await self._merge_and_record(t, crafted, included, skipped, t0, {
             "train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4), "wait": round(t_wait - t_train, 4)})
 
-    @staticmethod
-    def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
-        """``fn(*args)`` and the seconds it ran (in its thread, not queued for one)."""
-        start = time.perf_counter()
-        result = fn(*args)
-        return result, time.perf_counter() - start
-
     async def _slow_down(self, worked: float) -> None:
         """A node of speed s < 1 takes 1/s as long per tick: after crafting, before it announces
         (so the network sees a slow machine), it sleeps (1/s - 1) x its work of the tick: this
-        craft plus the previous tick's merge and evaluation (the work after announcing)."""
+        craft plus the previous tick's merge and evaluation (the work after announcing), in wall
+        time as this node saw it (in-process, waiting for a shared worker thread is part of it:
+        that is how long the tick takes here, and it is what a slow machine stretches)."""
         worked += self._worked_after
         self._worked_after = 0.0
         if self.speed < 1.0 and worked > 0:
@@ -619,11 +611,12 @@ class Node:
             early = {"weights": {str(j): round(w, 6) for j, w in weights.items()},
                      "ages": {str(j): a for j, a in ages.items()}, **({"filter": stats} if stats else {})}
         x_before = self.x
-        crafted, worked = await self._in_executor(self._timed, self.behaviour.craft, self._view(t))
+        t_craft = time.perf_counter()
+        crafted = await self._in_executor(self.behaviour.craft, self._view(t))
         t_work = time.perf_counter()
         if early:
             self._last_update = np.subtract(crafted.own, x_before, dtype=np.float32)
-        await self._slow_down(worked)
+        await self._slow_down(t_work - t_craft)
         t_train = time.perf_counter()
         fanout = self.net.fanout
         targets = timed
