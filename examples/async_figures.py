@@ -80,7 +80,7 @@ def main() -> None:
             fig["straggler"][f"{mode}|{label}"] = straggler_figures(sweep / "runs" / f"mode-{mode}")
     s = fig["straggler"]
     t_async = s["async|node 0 at 0.2"]["end_s"]
-    rows = ["| mode | straggler | s per round/tick (others) | slow node's s per tick | ticks/min (others) "
+    rows = ["| mode | straggler | s per round/tick (others) | node 0's s per tick | ticks/min (others) "
             f"| accuracy at {t_async:.0f} s | final accuracy (others) |", "|---|---|---|---|---|---|---|"]
     for key, v in s.items():
         mode, label = key.split("|")
