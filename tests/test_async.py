@@ -630,3 +630,53 @@ def test_topk_clip_bound_holds_per_merge_whatever_announces_when(data, n, d, a, 
             assert weights[j] <= node.weights[j] + 1e-15
             assert stats["norm_out"][str(j)] <= weights[j] * tau * (1 + 1e-4) + 1e-6
         node.x = x
+
+
+# ---- speed, merge wait and merge order --------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_slow_node_stretches_its_whole_tick(make_config, mode):
+    # speed 0.25: before announcing, node 0 sleeps 3x its work of the tick (this craft plus the
+    # previous tick's merge and evaluation), so a tick takes 4x as long as its work.
+    cfg = make_config(topology="ring", nodes=3, rounds=3, mode=mode, **{"train.epochs": 1}).replace(
+        roles=({"nodes": [0], "speed": 0.25},))
+    nodes: list[Node] = []
+    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    slow = next(n for n in nodes if n.id == 0).history
+    for prev, rec in zip(slow, slow[1:], strict=False):
+        after = prev["time"]["merge"] + prev["time"]["eval"]
+        assert rec["time"]["slow"] >= 3 * (rec["time"]["train"] + after) * 0.98 - 0.003, (prev["time"], rec["time"])
+    assert all(r["time"]["slow"] == 0 for n in nodes if n.id != 0 for r in n.history)
+
+
+async def test_a_merge_wait_with_quorum_one_merges_only_fresh_copies(make_config):
+    # Node 0 ticks at half the others' pace. Merging at once, the others would often hold its
+    # copy of an older tick; waiting (bounded) for every live neighbour's tick, never.
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=4,
+                       **{"net.merge_wait": 10.0, "net.merge_quorum": 1.0}).replace(
+        roles=({"nodes": [0], "speed": 0.5},))
+    nodes: list[Node] = []
+    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    for node in nodes:
+        for r in node.history:
+            assert all(t >= r["tick"] for t in r["peer_rounds"].values()), (node.id, r["tick"], r["peer_rounds"])
+    waited = [r["time"]["wait"] for n in nodes if n.id != 0 for r in n.history]
+    assert max(waited) > 0  # the fast nodes did wait for the slow one
+
+
+async def test_merge_first_merges_the_latest_copies_before_training(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=5, **{"net.merge_order": "merge-first"})
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 4)
+    rec: dict[int, Recording] = {}
+
+    def configure(node: Node) -> None:
+        rec[node.id] = node.behaviour = Recording()
+
+    nodes: list[Node] = []
+    await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    for node in nodes:
+        merged = [r for r in node.history if r["weights"]]
+        assert merged and all(r["heard"] == 0 for r in node.history)  # no merge after training
+        # what it trained from at tick t was already merged: it moved from its own start
+        assert not np.array_equal(rec[node.id].x[node.history[-1]["tick"]], init[node.id])
+    assert spread(rec[i].x[5] for i in range(4)) < 0.5 * spread(init.values())
