@@ -60,6 +60,7 @@ class NodeState:
     pub_shared: np.ndarray
     pub_round: int
     pub_private: dict[int, np.ndarray] = field(default_factory=dict)
+    pub_rounds: dict[int, int] = field(default_factory=dict)  # async fan-out: the round of each private copy
     peers: dict[int, PeerState] = field(default_factory=dict)
     trainer: Any = None
     filter: Any = None
@@ -83,6 +84,7 @@ def capture(node: Any, *, finished: bool = False) -> NodeState:
         pub_shared=proto.pub_shared.copy(),
         pub_round=int(proto.pub_round),
         pub_private={j: a.copy() for j, a in proto.pub_private.items()},
+        pub_rounds={int(j): int(r) for j, r in proto.pub_rounds.items()},
         peers={j: PeerState(copy=p.copy.copy(), round=int(p.round), last_seq=int(p.last_seq),
                             last_delta=None if p.last_delta is None else np.array(p.last_delta))
                for j, p in proto.peers.items()},
@@ -111,6 +113,7 @@ def restore(node: Any, state: NodeState) -> None:
     proto.pub_shared = state.pub_shared.copy()
     proto.pub_private = {int(j): a.copy() for j, a in state.pub_private.items()}
     proto.pub_round = state.pub_round
+    proto.pub_rounds = {int(j): int(r) for j, r in state.pub_rounds.items()}
     proto.seq = max(int(proto.seq), state.seq + 1)  # strictly after everything sent before
     for j, ps in state.peers.items():
         peer = proto.peers[j]
@@ -235,6 +238,7 @@ class Checkpointer:
             "seq": state.seq,
             "pub_round": state.pub_round,
             "pub_private": sorted(state.pub_private),
+            "pub_rounds": {str(j): r for j, r in sorted(state.pub_rounds.items())},
             "peers": peers,
             "trainer": _encode(state.trainer, arrays, "trainer"),
             "filter": _encode(state.filter, arrays, "filter"),
@@ -277,6 +281,7 @@ class Checkpointer:
                 pub_shared=arrays["pub_shared"],
                 pub_round=int(meta["pub_round"]),
                 pub_private={int(j): arrays[f"pub_private/{j}"] for j in meta["pub_private"]},
+                pub_rounds={int(j): int(r) for j, r in meta.get("pub_rounds", {}).items()},  # older: none
                 peers=peers,
                 trainer=_decode(meta["trainer"], arrays),
                 filter=_decode(meta["filter"], arrays),

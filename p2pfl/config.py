@@ -37,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from . import validate
 from .errors import ConfigError
 from .imports import IMPORT_PATH_HELP, is_import_path, is_placeholder
 from .validate import choice, flag, integer, real
@@ -215,6 +216,39 @@ class DefenceConfig:
         object.__setattr__(self, "params", _freeze(self.params, "defence"))
 
 
+MERGE_ORDERS = ("train-first", "merge-first")
+
+
+def parse_link_delays(value: Any) -> dict[tuple[int, int, bool], float]:
+    """``net.link_delay_ms``: a list of ``"i-j:ms"`` / ``"i>j:ms"`` strings (or one comma-separated
+    string) -> {(i, j, one_way): ms}. A link named twice is an error."""
+    field_name = "net.link_delay_ms"
+    allowed = 'a list of "i-j:ms" (both directions) or "i>j:ms" (i to j) entries, e.g. ["0-1:200", "3>4:50"]'
+    if isinstance(value, str):
+        value = [v for v in (p.strip() for p in value.split(",")) if v]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(field_name, value, allowed)
+    out: dict[tuple[int, int, bool], float] = {}
+    for entry in value:
+        if not isinstance(entry, str) or ":" not in entry:
+            raise ConfigError(field_name, entry, allowed)
+        link, _, ms_text = entry.replace(" ", "").partition(":")
+        one = ">" in link
+        a_text, sep, b_text = link.partition(">" if one else "-")
+        try:
+            a, b, ms = int(a_text), int(b_text), float(ms_text)
+        except ValueError:
+            raise ConfigError(field_name, entry, allowed) from None
+        if not sep or a < 0 or b < 0 or a == b:
+            raise ConfigError(field_name, entry, allowed + " between two different node ids >= 0")
+        validate.real(f"{field_name} ({entry})", ms, 0.0, 3_600_000.0)
+        key = (a, b, one) if one else (min(a, b), max(a, b), False)
+        if key in out:
+            raise ConfigError(field_name, entry, "each link at most once")
+        out[key] = ms
+    return out
+
+
 @dataclass(frozen=True, kw_only=True)
 class NetConfig:
     """Transport settings: addresses, timeouts, limits."""
@@ -244,6 +278,13 @@ class NetConfig:
     fanout: int = 0  # neighbours a node announces to per tick, chosen at random (seeded per node); 0 = all
     staleness: float = 0.0  # a >= 0: weight W_ij * (1 + age_j)^-a, age_j in own ticks since j's copy changed
     tick_period: float = 0.0  # minimum seconds per tick (a node wakes at most this often); 0 = no pause
+    # after announcing, wait up to merge_wait seconds for merge_quorum of the live neighbours to
+    # have announced this tick (or a later one) before merging; 0 = merge at once
+    merge_wait: float = 0.0
+    merge_quorum: float = 1.0
+    merge_order: str = "train-first"  # or "merge-first": merge the latest copies, then train and announce
+    # per-link one-way delay, added to delay_ms: "i-j:ms" (both directions) or "i>j:ms" (i to j only)
+    link_delay_ms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         choice("net.transport", self.transport, TRANSPORTS)
@@ -270,6 +311,11 @@ class NetConfig:
         integer("net.fanout", self.fanout, 0, 100_000)
         real("net.staleness", self.staleness, 0.0, 100.0)
         real("net.tick_period", self.tick_period, 0.0, 3600.0)
+        validate.real("net.merge_wait", self.merge_wait, 0.0, 3600.0)
+        validate.fraction("net.merge_quorum", self.merge_quorum)
+        validate.choice("net.merge_order", self.merge_order, MERGE_ORDERS)
+        object.__setattr__(self, "link_delay_ms", tuple(f"{a}{'>' if one else '-'}{b}:{ms:g}" for (a, b, one), ms
+                                                       in parse_link_delays(self.link_delay_ms).items()))
 
     def faults(self, seed: int) -> LinkFaults | None:
         """The network faults of these settings (links seeded by ``fault_seed``, else ``seed``).
@@ -278,8 +324,13 @@ class NetConfig:
         """
         from .faults import LinkFaults
 
+        links: dict[tuple[int, int], float] = {}
+        for (a, b, one), ms in parse_link_delays(self.link_delay_ms).items():
+            for src, dst in ((a, b),) if one else ((a, b), (b, a)):
+                links[(src, dst)] = links.get((src, dst), 0.0) + ms
         faults = LinkFaults(loss=self.loss, duplicate=self.duplicate, reorder=self.reorder,
                             delay_ms=self.delay_ms, jitter_ms=self.jitter_ms,
+                            link_delay_ms=tuple((s, d, ms) for (s, d), ms in sorted(links.items())),
                             seed=seed if self.fault_seed is None else self.fault_seed)
         return faults if faults.active else None
 
@@ -519,6 +570,9 @@ class RunConfig:
             raise ConfigError("churn", [dict(nodes=list(c.nodes), leave=c.leave, rejoin=c.rejoin) for c in churn],
                               "empty unless mode = 'async' (sync rounds would wait for departed nodes)")
         _disjoint_nodes("churn.nodes", [c.nodes for c in churn], self.nodes, "one [[churn]] entry")
+        for a, b, _one in parse_link_delays(self.net.link_delay_ms):
+            if max(a, b) >= self.nodes:
+                raise ConfigError("net.link_delay_ms", list(self.net.link_delay_ms), f"node ids in 0..{self.nodes - 1}")
 
     def speed_of(self, node: int) -> float:
         """Node's compute speed: its role's ``speed``, else the run's."""
@@ -652,7 +706,8 @@ class RunConfig:
 
 
 _NEW_DEFAULTS: dict[str, Any] = {"mode": "sync", "speed": 1.0, "churn": [], "time_budget": 0.0}
-_NEW_NET_DEFAULTS: dict[str, Any] = {"fanout": 0, "staleness": 0.0, "tick_period": 0.0}
+_NEW_NET_DEFAULTS: dict[str, Any] = {"fanout": 0, "staleness": 0.0, "tick_period": 0.0, "merge_wait": 0.0,
+                                     "merge_quorum": 1.0, "merge_order": "train-first", "link_delay_ms": []}
 
 
 def _role_mapping(role: RoleConfig, plain: Any) -> dict[str, Any]:

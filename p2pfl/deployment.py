@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from . import validate
 from .config import RunConfig, read_toml
 from .errors import ConfigError
 from .metrics import MetricsWriter
@@ -38,6 +40,10 @@ class Deployment:
     addresses: Mapping[int, str]
     keys_dir: Path | None = None
     public_keys: Mapping[int, str] = field(default_factory=dict)  # [deployment.keys] id = "z85 key"
+    #: Churn: a departing node's process exits (writing ``nodes/node-I.away``) and whoever started
+    #: it starts it again at rejoin, when it resumes from its checkpoint (:func:`p2pfl.launch.run_processes`
+    #: does). Off: a departing node closes its sockets and rebinds them in the same process.
+    churn_exit: bool = False
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Deployment:
@@ -61,9 +67,10 @@ class Deployment:
         missing = sorted(set(range(config.nodes)) - set(addresses))
         if missing:
             raise ConfigError("deployment.nodes", missing, f"an address for every node 0..{config.nodes - 1}")
-        unknown = set(dep) - {"nodes", "keys_dir", "keys"}
+        unknown = set(dep) - {"nodes", "keys_dir", "keys", "churn_exit"}
         if unknown:
-            raise ConfigError("deployment", sorted(unknown), "only the keys nodes, keys_dir and keys")
+            raise ConfigError("deployment", sorted(unknown), "only the keys nodes, keys_dir, keys and churn_exit")
+        churn_exit = validate.flag("deployment.churn_exit", dep.get("churn_exit", False))
         keys_dir = dep.get("keys_dir")
         if keys_dir is not None:
             if not isinstance(keys_dir, str) or not keys_dir:
@@ -81,7 +88,8 @@ class Deployment:
             public_keys[int(key)] = value
         if public_keys and keys_dir is None:
             raise ConfigError("deployment.keys_dir", None, "a directory with this node's secret key (keys are listed)")
-        return cls(config=config, addresses=addresses, keys_dir=keys_dir, public_keys=public_keys)
+        return cls(config=config, addresses=addresses, keys_dir=keys_dir, public_keys=public_keys,
+                   churn_exit=churn_exit)
 
     def to_toml(self) -> str:
         import tomli_w
@@ -92,6 +100,8 @@ class Deployment:
             dep["keys_dir"] = str(self.keys_dir)
         if self.public_keys:
             dep["keys"] = {str(i): k for i, k in sorted(self.public_keys.items())}
+        if self.churn_exit:
+            dep["churn_exit"] = True
         return text + "\n" + tomli_w.dumps({"deployment": dep})
 
 
@@ -175,6 +185,15 @@ async def run_node_async(
 
         curve = load_curve_keys(deployment.keys_dir, node_id, neighbours, public_keys=deployment.public_keys)
     ckpt = Checkpointer(out / "checkpoints", node_id) if out is not None and checkpoints else None
+    away_file = out / "nodes" / f"node-{node_id}.away" if out is not None else None
+    away: dict[str, float] | None = None
+    if away_file is not None and away_file.exists():  # started again after it left (churn)
+        away = json.loads(away_file.read_text(encoding="utf-8"))
+        away_file.unlink()
+        rest = float(away["rejoin_at"]) - time.time()
+        if rest > 0:  # away until its rejoin tick: no socket is open meanwhile
+            log.info("node %d: away (churn) for %.1fs more", node_id, rest)
+            await asyncio.sleep(rest)
     state = ckpt.load() if ckpt is not None else None
     if state is not None and state.exp_id != plan.exp_id:
         raise ConfigError("checkpoint", str(ckpt.json_path if ckpt else ""),
@@ -229,7 +248,9 @@ async def run_node_async(
         transport.bind()
         transport.connect({j: deployment.addresses[j] for j in neighbours})
         node = make_node(plan, node_id, transport, executor=executor, on_record=record)
-        if cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
+        if cfg.churn_of(node_id) is not None and deployment.churn_exit:
+            node.leave_exits = True
+        elif cfg.churn_of(node_id) is not None:  # a departing node closes its sockets and rebinds
             bound = {**{j: deployment.addresses[j] for j in neighbours}, node_id: transport.address or listen}
             node.reopen = reopener(plan, node_id, bound, ctx, curve)
         node.settings = flat_settings(cfg.shared_mapping())
@@ -244,12 +265,21 @@ async def run_node_async(
             restore(node, state)
             start = state.round + 1
             log.info("node %d: resuming after round %d from %s", node_id, state.round, ckpt.json_path if ckpt else "")
+        if away is not None:  # its wall time goes on from when it left
+            node.wall_offset = float(away["left_at"]) + max(0.0, time.time() - float(away["written"]))
         try:
             x = await node.run(start, resume=state is not None)
         except asyncio.CancelledError:
             if stopped:
                 raise KeyboardInterrupt from None
             raise
+        if node.away_for is not None:  # left (churn): the launcher starts it again after away_for
+            if away_file is not None:
+                away_file.parent.mkdir(parents=True, exist_ok=True)
+                now = time.time()
+                away_file.write_text(json.dumps({"rejoin_at": now + node.away_for, "left_at": node.left_at,
+                                                 "written": now}), encoding="utf-8")
+            return x
         if out is not None:
             (out / "final").mkdir(parents=True, exist_ok=True)
             np.save(out / "final" / f"node-{node_id}.npy", x)

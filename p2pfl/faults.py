@@ -12,7 +12,8 @@ whose header does not parse, are sent untouched and at once):
 - **loss**: the message is dropped; ``send`` still returns True (a lost datagram looks sent).
   A ``drop(src, dst, kind, round)`` hook returning True drops it too (targeted, deterministic).
 - **duplicate**: the message is delivered twice, back to back, with identical bytes.
-- **delay_ms / jitter_ms**: it leaves after ``delay_ms`` plus a uniform ``[0, jitter_ms)``.
+- **delay_ms / jitter_ms**: it leaves after ``delay_ms`` plus a uniform ``[0, jitter_ms)``;
+  ``link_delay_ms`` adds a fixed delay of its own to named directed links (slow links).
   Delay and jitter alone never reorder a link: a message never overtakes an earlier one.
 - **reorder**: it is held back and delivered right after the *next* message on the same
   link, or, if no message follows in time, after an extra uniform ``[0, hold_ms)``.
@@ -72,6 +73,7 @@ class LinkFaults:
     reorder: float = 0.0
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
+    link_delay_ms: tuple[tuple[int, int, float], ...] = ()  # (src, dst, extra ms) per directed link
     kinds: tuple[str, ...] = KINDS
     drop: DropHook | None = field(default=None, compare=False)
     seed: int = 0
@@ -88,6 +90,13 @@ class LinkFaults:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < float("inf"):
                 raise ValueError(f"LinkFaults.{name}: {value!r} is invalid; a finite number >= 0")
+        links = tuple(tuple(x) for x in self.link_delay_ms)
+        for link in links:
+            if (len(link) != 3 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in link[:2])
+                    or isinstance(link[2], bool) or not isinstance(link[2], int | float)
+                    or not 0.0 <= link[2] < float("inf")):
+                raise ValueError(f"LinkFaults.link_delay_ms: {link!r} is invalid; (src, dst, finite ms >= 0)")
+        object.__setattr__(self, "link_delay_ms", links)
         kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
         unknown = [k for k in kinds if k not in KINDS]
         if unknown:
@@ -102,7 +111,11 @@ class LinkFaults:
     def active(self) -> bool:
         """Whether these settings can change any message at all."""
         return bool(self.loss or self.duplicate or self.reorder or self.delay_ms or self.jitter_ms
-                    or self.drop is not None) and bool(self.kinds)
+                    or any(ms for _s, _d, ms in self.link_delay_ms) or self.drop is not None) and bool(self.kinds)
+
+    def link_delay(self, src: int, dst: int) -> float:
+        """The extra delay of the directed link src -> dst, in milliseconds."""
+        return sum(ms for s, d, ms in self.link_delay_ms if s == src and d == dst)
 
     @property
     def hold(self) -> float:
@@ -117,10 +130,11 @@ class LinkFaults:
 class _Link:
     """The delay line of one directed link: waiting messages in send order, one held back."""
 
-    __slots__ = ("rng", "queue", "held", "held_until", "last_due", "lock", "wake", "task")
+    __slots__ = ("rng", "extra_ms", "queue", "held", "held_until", "last_due", "lock", "wake", "task")
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, extra_ms: float = 0.0) -> None:
         self.rng = rng
+        self.extra_ms = extra_ms  # this link's own delay (LinkFaults.link_delay_ms)
         self.queue: deque[tuple[float, list[bytes]]] = deque()  # (due on the loop clock, frames)
         self.held: list[list[bytes]] = []  # a reordered message (and its duplicate)
         self.held_until = 0.0
@@ -179,7 +193,8 @@ class FaultyTransport(Transport):
     def _link(self, dst: int) -> _Link:
         link = self._links.get(dst)
         if link is None:
-            link = self._links[dst] = _Link(self.faults.link_rng(self.node_id, dst))
+            link = self._links[dst] = _Link(self.faults.link_rng(self.node_id, dst),
+                                            self.faults.link_delay(self.node_id, dst))
         return link
 
     async def send(self, dst: int, frames: Sequence[Any]) -> bool:
@@ -198,7 +213,7 @@ class FaultyTransport(Transport):
         held = u_reorder < f.reorder and not link.held
         loop = asyncio.get_running_loop()
         now = loop.time()
-        wait = (f.delay_ms + f.jitter_ms * u_jitter) / 1000.0
+        wait = (f.delay_ms + link.extra_ms + f.jitter_ms * u_jitter) / 1000.0
         if copies == 1 and not held and wait <= 0.0 and not link.queue and not link.lock.locked():
             self._release_held(link, now)  # this is the message a held one was waiting for
             async with link.lock:  # free, so taken without yielding: nothing can overtake us

@@ -206,7 +206,7 @@ def run_processes(
     else:
         sockdir = None
         addresses = {i: f"tcp://{cfg.net.host}:{p}" for i, p in enumerate(free_tcp_ports(cfg.nodes, cfg.net.host))}
-    dep = Deployment(config=cfg, addresses=addresses)
+    dep = Deployment(config=cfg, addresses=addresses, churn_exit=bool(cfg.churn))
     dep_path = out / "deployment.toml"
     dep_path.write_text(dep.to_toml(), encoding="utf-8")
     (out / "nodes").mkdir(exist_ok=True)
@@ -214,6 +214,8 @@ def run_processes(
     logs = {}
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    cmds: dict[int, list[str]] = {}
+    restarts: dict[int, int] = {}  # churn: how often each node's process was started again
     from .imports import import_roots, merged_pythonpath
 
     # the user's model/data modules: the children also look where this process found them
@@ -227,10 +229,19 @@ def run_processes(
             cmd += ["--only-data-dirs"]
             for d in data_dirs:
                 cmd += ["--data-dir", str(d)]
-            logs[i] = (out / "nodes" / f"node-{i}.log").open("wb")
+            cmds[i] = cmd
+            logs[i] = (out / "nodes" / f"node-{i}.log").open("ab")
             procs[i] = subprocess.Popen(cmd, stdout=logs[i], stderr=subprocess.STDOUT, env=env)
         seen: dict[int, int] = {i: 0 for i in range(cfg.nodes)}
-        while any(p.poll() is None for p in procs.values()):
+        while True:
+            for i, p in list(procs.items()):  # a node that left (churn) exits 0 and leaves a note:
+                if p.poll() == 0 and (out / "nodes" / f"node-{i}.away").exists():
+                    # start it again at once; it loads its data, then stays away until its rejoin
+                    # time (no socket open) and resumes from its checkpoint
+                    procs[i] = subprocess.Popen(cmds[i], stdout=logs[i], stderr=subprocess.STDOUT, env=env)
+                    restarts[i] = restarts.get(i, 0) + 1
+            if all(p.poll() is not None for p in procs.values()):
+                break
             time.sleep(0.3)
             _poll_progress(out, seen, progress)
             failed = [i for i, p in procs.items() if p.returncode not in (None, 0)]
@@ -266,7 +277,8 @@ def run_processes(
     wall = time.perf_counter() - started
     summary = _finish(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
-                     adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source)
+                     adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source,
+                     extra={"restarts": restarts} if restarts else {})
 
 
 def _poll_progress(out: Path, seen: dict[int, int], progress: Progress | None) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -41,6 +42,7 @@ from .behaviour import Behaviour, Crafted, Honest, NodeView
 from .config import NetConfig
 from .errors import DecodeError, TransportError
 from .protocol import GossipProtocol, Peer, Rejection, settings_difference
+from .timing import AnnounceTiming, MergeClock
 from .transport import Inbound, Transport
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,7 @@ class Node:
         churn: tuple[int, int] | None = None,
         time_budget: float = 0.0,
         reopen: Callable[[], Transport] | None = None,
+        timing: AnnounceTiming | None = None,
     ) -> None:
         net = net or NetConfig()
         self.net = net
@@ -204,6 +207,12 @@ class Node:
         #: rebinds on rejoin; without it, it only drops what arrives.
         self.reopen = reopen
         self._own_transport = False  # the transport is one this node reopened: it closes it
+        #: Churn with one process per node: a departing node ends its run (its process exits and
+        #: is started again at rejoin, resuming from its checkpoint); ``away_for`` is then how
+        #: many seconds it should stay away.
+        self.leave_exits = False
+        self.away_for: float | None = None
+        self.wall_offset = 0.0  # seconds this node ran before (a process restarted after churn)
         self._tg: asyncio.TaskGroup | None = None
         self._workers: list[asyncio.Task[Any]] = []
         self.away = False  # left (churn): drops whatever arrives
@@ -211,6 +220,12 @@ class Node:
         self.finish_complete: bool | None = None  # async: every neighbour said done (or is down)
         self._seen_copy: dict[int, np.ndarray] = {}  # async: the copy of j seen at the last merge
         self._changed_tick: dict[int, int] = {}  # async: own tick at which j's copy last changed
+        self._copy_time: dict[int, float] = {}  # async: when j's copy last changed (monotonic)
+        self._last_update: np.ndarray | None = None  # async merge-first: the last training update
+        self._worked_after = 0.0  # seconds of merge and evaluation since the last craft (speed < 1)
+        #: An adversary's announcement timing (async; :mod:`p2pfl.timing`); None: eager, own pace.
+        self.timing = timing if timing is not None and not timing.default else None
+        self._clock = MergeClock() if self.timing is not None and self.timing.mode == "before-merge" else None
         self._t_start = time.perf_counter()
         #: ``f(node, finished)``, called on the loop after each round: captures the state and
         #: returns the function that writes it (run in the executor).
@@ -318,7 +333,14 @@ class Node:
                     self.protocol.reject(None, error[0], error[1])
                 else:
                     msg = await self._decode(inbound)
-                    self._post(self.protocol.receive(msg, inbound.user_id, time.monotonic()))
+                    peer = self.peers.get(msg.src)
+                    before = peer.copy if peer is not None else None
+                    now = time.monotonic()
+                    self._post(self.protocol.receive(msg, inbound.user_id, now))
+                    if peer is not None and peer.copy is not before:
+                        self._copy_time[msg.src] = now
+                        if self._clock is not None and peer.round >= 1:
+                            self._clock.observe(msg.src, peer.round, now)
             except DecodeError as exc:
                 self.protocol.reject(None, exc.reason, exc.detail)
             except Exception:  # never let a peer's bytes kill the node
@@ -396,7 +418,8 @@ class Node:
         )
 
     def _merge(self, t: int, z: np.ndarray, included: list[int], copies: Mapping[int, np.ndarray],
-               weights: Mapping[int, float] | None = None) -> tuple[np.ndarray, dict[str, Any], list[int]]:
+               weights: Mapping[int, float] | None = None, own_update: np.ndarray | None = None
+               ) -> tuple[np.ndarray, dict[str, Any], list[int]]:
         """x = z + F(proposals), never non-finite. Runs in the executor.
 
         A contribution that would make the model non-finite is dropped (and returned, to be
@@ -404,20 +427,21 @@ class Node:
         still overflow float32.
         """
         with np.errstate(over="ignore", invalid="ignore"):
-            x, stats = self._combine(t, z, included, copies, weights)
+            x, stats = self._combine(t, z, included, copies, weights, own_update)
             if np.isfinite(x).all():
                 return x, stats, []
             w_of = weights or self.weights
             bad = [j for j in included
                    if not np.isfinite(np.float32(w_of[j]) * (copies[j] - z)).all()]
             kept = [j for j in included if j not in bad]
-            x, stats = self._combine(t, z, kept, copies, weights)
+            x, stats = self._combine(t, z, kept, copies, weights, own_update)
             if not np.isfinite(x).all():
                 return z, {}, included
         return x, stats, bad
 
     def _combine(self, t: int, z: np.ndarray, included: list[int], copies: Mapping[int, np.ndarray],
-                 weights: Mapping[int, float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                 weights: Mapping[int, float] | None = None, own_update: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
         if not included:
             return z, {}
         w_of = weights or self.weights
@@ -433,7 +457,7 @@ class Node:
         for k, j in enumerate(included):
             np.subtract(copies[j], z, out=u[k])
         ctx = FilterContext(node=self.id, round=t, rounds=self.rounds, own=z,
-                            own_update=np.subtract(z, self.x, dtype=np.float32),
+                            own_update=np.subtract(z, self.x, dtype=np.float32) if own_update is None else own_update,
                             evaluate=self._validate, seed=self.seed)
         result = self.filter(Proposals(ids=tuple(included), u=u, w=w), ctx)
         stats = {
@@ -464,14 +488,17 @@ class Node:
             self._log_rejections()
         t_merge = time.perf_counter()
         due = t % self.eval_every == 0 or t == self.rounds
+        if self.timing is not None:  # an adversary at its own rate (p2pfl.timing): measured once, not
+            due = t == self.rounds   # at every one of its announcements (that would throttle it)
         metrics = await self._in_executor(self._evaluate, self.x) if self._evaluate and due else {}
         t_eval = time.perf_counter()
+        self._worked_after = t_eval - t_merge0  # merge and evaluation (the work after announcing)
         record: dict[str, Any] = {
             "round": t,
             "tick": t,
             "node": self.id,
             "role": self.role,
-            "wall": round(t_eval - self._t_start, 4),
+            "wall": round(t_eval - self._t_start + self.wall_offset, 4),
             **metrics,
             "heard": len(included),
             "skipped": skipped,
@@ -495,11 +522,9 @@ class Node:
     async def _round(self, t: int) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        if self.speed < 1.0:
-            crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
-            await self._slow_down(worked)
-        else:
-            crafted = await self._in_executor(self.behaviour.craft, self._view(t))
+        crafted = await self._in_executor(self.behaviour.craft, self._view(t))
+        t_work = time.perf_counter()
+        await self._slow_down(t_work - t0)
         t_train = time.perf_counter()
         self._post(self.protocol.announce(t, crafted.announce))
         self.protocol.wait_since = time.monotonic()  # silence is measured from here
@@ -513,16 +538,16 @@ class Node:
         elif skipped:
             log.info("node %d: round %d without %s (down)", self.id, t, skipped)
         await self._merge_and_record(t, crafted, included, skipped, t0, {
-            "train": round(t_train - t0, 4), "wait": round(t_wait - t_train, 4)})
-
-    def _timed_craft(self, view: NodeView) -> tuple[Crafted, float]:
-        """The behaviour's craft and the seconds it ran (in its thread, not queued for one)."""
-        start = time.perf_counter()
-        crafted = self.behaviour.craft(view)
-        return crafted, time.perf_counter() - start
+            "train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4), "wait": round(t_wait - t_train, 4)})
 
     async def _slow_down(self, worked: float) -> None:
-        """A node of speed s < 1 takes 1/s as long: it sleeps (1/s - 1) x the time it worked."""
+        """A node of speed s < 1 takes 1/s as long per tick: after crafting, before it announces
+        (so the network sees a slow machine), it sleeps (1/s - 1) x its work of the tick: this
+        craft plus the previous tick's merge and evaluation (the work after announcing), in wall
+        time as this node saw it (in-process, waiting for a shared worker thread is part of it:
+        that is how long the tick takes here, and it is what a slow machine stretches)."""
+        worked += self._worked_after
+        self._worked_after = 0.0
         if self.speed < 1.0 and worked > 0:
             await asyncio.sleep((1.0 / self.speed - 1.0) * worked)
 
@@ -544,30 +569,81 @@ class Node:
         weights = {j: self.weights[j] * (1.0 + ages[j]) ** -a if a > 0 else self.weights[j] for j in included}
         return weights, ages
 
+    async def _before_merge(self) -> list[int] | None:
+        """A before-merge adversary waits until ``lead`` seconds before the next predicted merge
+        of a neighbour and returns the neighbours to announce to (None: no prediction yet, eager)."""
+        assert self._clock is not None and self.timing is not None
+        now = time.monotonic()
+        alive = [j for j in self.neighbours if self._alive(j) and not self.peers[j].done]
+        at, merges = self._clock.due(alive, now, self.timing.lead)
+        if at is None:
+            return None
+        if at > now:  # bounded: a neighbour that stops announcing must not park the adversary
+            await self._wait(self._neighbours_finished, min(at - now, self.round_timeout))
+        for j, merge in merges.items():
+            self._clock.served(j, merge)
+        return sorted(merges)
+
+    def _neighbours_finished(self) -> bool:
+        return all(p.done or not self._alive(j) for j, p in self.peers.items())
+
+    def _fresh_enough(self, t: int) -> bool:
+        """``net.merge_quorum`` of the live, unfinished neighbours have announced tick t or later."""
+        live = [j for j, p in self.peers.items() if not p.done and self._alive(j)]
+        fresh = sum(self.peers[j].round >= t for j in live)
+        return fresh >= math.ceil(self.net.merge_quorum * len(live) - 1e-9)
+
+    def _heard(self) -> list[int]:
+        return [j for j, p in self.peers.items() if p.round >= 1]  # heard from at least once
+
     async def _async_tick(self, t: int, rng: np.random.Generator) -> None:
         t0 = time.perf_counter()
         self.protocol.begin_round(t, time.monotonic())
-        crafted, worked = await self._in_executor(self._timed_craft, self._view(t))
+        timed = await self._before_merge() if self._clock is not None else None
+        early: dict[str, Any] = {}
+        if self.net.merge_order == "merge-first":  # merge the latest copies, then train from there
+            included = self._heard()
+            weights, ages = self._async_weights(t, included)
+            copies = {j: self.peers[j].copy for j in included}
+            self.x, stats, dropped = await self._in_executor(self._merge, t, self.x, included, copies, weights,
+                                                             self._last_update)
+            self.merge_dropped += len(dropped)
+            early = {"weights": {str(j): round(w, 6) for j, w in weights.items()},
+                     "ages": {str(j): a for j, a in ages.items()}, **({"filter": stats} if stats else {})}
+        x_before = self.x
+        t_craft = time.perf_counter()
+        crafted = await self._in_executor(self.behaviour.craft, self._view(t))
         t_work = time.perf_counter()
-        await self._slow_down(worked)
+        if early:
+            self._last_update = np.subtract(crafted.own, x_before, dtype=np.float32)
+        await self._slow_down(t_work - t_craft)
         t_train = time.perf_counter()
         fanout = self.net.fanout
-        targets = None
-        if 0 < fanout < len(self.neighbours):
+        targets = timed
+        if timed is None and 0 < fanout < len(self.neighbours):
             targets = sorted(int(j) for j in rng.choice(self.neighbours, size=fanout, replace=False))
         self._post(self.protocol.announce(t, crafted.announce, targets))
         self._tick()
         await asyncio.sleep(0)  # let the receiver apply what has arrived
-        included = [j for j, p in self.peers.items() if p.round >= 1]  # heard from at least once
+        if self.net.merge_wait > 0 and not early:  # bounded: never a barrier
+            await self._wait(lambda: self._fresh_enough(t), self.net.merge_wait)
+        t_wait = time.perf_counter()
+        included = [] if early else self._heard()
         weights, ages = self._async_weights(t, included)
+        now = time.monotonic()
         await self._merge_and_record(
             t, crafted, included, [j for j in self.neighbours if j not in included], t0,
-            {"train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4)}, weights,
+            {"train": round(t_work - t0, 4), "slow": round(t_train - t_work, 4), "wait": round(t_wait - t_train, 4)},
+            weights,
             announced_to=list(self.neighbours) if targets is None else targets,
-            weights={str(j): round(w, 6) for j, w in weights.items()},
-            ages={str(j): a for j, a in ages.items()},
+            **({"weights": {str(j): round(w, 6) for j, w in weights.items()},
+                "ages": {str(j): a for j, a in ages.items()}} | early),
+            fresh={str(j): round(now - self._copy_time[j], 4) for j in included if j in self._copy_time},
             peer_rounds={str(j): self.peers[j].round for j in self.neighbours})
-        period = self.net.tick_period / self.speed
+        if timed is not None:  # paced by its neighbours' merges
+            return
+        period = self.timing.every if self.timing is not None and self.timing.every > 0 else self.net.tick_period
+        period /= self.speed
         rest = period - (time.perf_counter() - t0)
         if rest > 0:  # a node wakes at most once per tick period (serving its sockets meanwhile)
             await self._wait(lambda: False, rest)
@@ -575,6 +651,8 @@ class Node:
     def _tick_seconds(self) -> float:
         """How long this node's ticks take (mean so far), for the time a departed node stays away."""
         times = [r["time"]["round"] for r in self.history if "time" in r]
+        if len(times) > 1:  # the first tick carries start-up costs (a cold training step, imports)
+            times = times[1:]
         mean = sum(times) / len(times) if times else 0.0
         return max(mean, self.net.tick_period / self.speed, 0.05)
 
@@ -636,17 +714,34 @@ class Node:
             self.x = mean.astype(np.float32)
         log.info("node %d: rejoined; caught up from %d neighbours' models", self.id, len(fresh))
 
-    async def _run_async(self, start: int, workers: list[asyncio.Task[Any]]) -> bool:
-        """Ticks ``start..rounds`` without a barrier; False if the node left for good (churn)."""
+    async def _run_async(self, start: int, workers: list[asyncio.Task[Any]], resume: bool = False) -> bool:
+        """Ticks ``start..rounds`` without a barrier; False if the node left (churn) and does not
+        finish here: gone for good, or its process exits to be started again at rejoin."""
         rng = np.random.default_rng([self.seed, self.id, 0xA5])  # fan-out choices, per node
         leave, rejoin = self.churn or (0, 0)
         t = start
-        while t <= self.rounds:
+        if resume and leave and leave <= t < rejoin:  # a process started again after it left: rejoin
+            await self._rejoin()
+            t = rejoin
+        # an adversary that times its announcements goes on until its neighbours have finished
+        while t <= self.rounds or (self.timing is not None and not self._neighbours_finished()):
             if leave and leave <= t and (rejoin == 0 or t < rejoin):
                 if rejoin == 0 or rejoin > self.rounds:  # gone for good: close the sockets
                     log.info("node %d: leaving for good at tick %d (churn)", self.id, t)
                     self.away = True
                     self.left_at = time.perf_counter() - self._t_start
+                    for task in workers:
+                        task.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
+                    self.transport.close(linger_ms=0)
+                    return False
+                if self.leave_exits:  # its process ends; the launcher starts it again at rejoin
+                    self.away_for = (rejoin - t) * self._tick_seconds()
+                    log.info("node %d: leaving for %d ticks (%.1fs; churn): the process exits", self.id,
+                             rejoin - t, self.away_for)
+                    self.away = True
+                    self.left_at = time.perf_counter() - self._t_start + self.wall_offset
+                    await self._checkpoint(False)
                     for task in workers:
                         task.cancel()
                     await asyncio.gather(*workers, return_exceptions=True)
@@ -666,7 +761,7 @@ class Node:
     async def _finish_async(self) -> None:
         """Say ``done`` and wait (bounded by the round timeout; liveness skips the departed) for
         the neighbours' ``done``, serving their snapshot requests meanwhile."""
-        self.round = self.rounds
+        self.round = max(self.round, self.rounds)
         await self._checkpoint(True)
         self._post(self.protocol.done_messages(time.monotonic()))
         self.finish_complete = await self._wait(
@@ -746,7 +841,7 @@ class Node:
                                  self.id, target, start_round, target - 1)
                     self._post(requests)
                     if self.asynchronous:
-                        if await self._run_async(target, workers):
+                        if await self._run_async(target, workers, resume):
                             await self._finish_async()
                             await self._flush(max(self.net.linger_ms / 1000, 0.1))
                     else:

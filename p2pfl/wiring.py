@@ -41,10 +41,13 @@ def make_node(
     success = backdoor.success_set if backdoor is not None else plan.aux  # single: the aux set
     behaviour = Honest()
     attack = plan.attack_for(node_id)
+    timing = None
     if attack.name != "none":
         from .attacks import build_attack
+        from .timing import check_timing, strip_timing
 
-        behaviour = build_attack(attack.name, dict(attack.params), plan=plan, node=node_id)
+        timing = check_timing(attack.params, mode=cfg.mode)
+        behaviour = build_attack(attack.name, strip_timing(attack.params), plan=plan, node=node_id)
     filt = None
     defence = plan.defence_for(node_id)
     if defence.name != "none":
@@ -93,6 +96,7 @@ def make_node(
         speed=cfg.speed_of(node_id),
         churn=_churn_ticks(cfg, node_id),
         time_budget=cfg.time_budget,
+        timing=timing,
     )
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pfl import wire
 from p2pfl.behaviour import Crafted, Honest, NodeView
 from p2pfl.cli import build_config
 from p2pfl.config import RunConfig
 from p2pfl.errors import ConfigError
-from p2pfl.launch import run_inprocess_async
+from p2pfl.launch import run, run_inprocess_async
 from p2pfl.node import Node
 from p2pfl.plan import Plan
 from p2pfl.transport import Transport
@@ -101,26 +103,40 @@ async def test_async_complete_graph_reaches_consensus(make_config):
     assert_copies_exact(nodes)
 
 
-async def test_fanout_one_push_gossip_shrinks_the_spread(make_config):
-    cfg = async_config(make_config, topology="full", nodes=8, rounds=10, **{"net.fanout": 1})
+async def test_fanout_one_push_gossip_shrinks_the_spread_on_the_complete_graph_of_20(make_config):
+    # Acceptance 4 of issue 14: the classic push gossip. Every node pushes to one random
+    # neighbour per tick and merges with the latest copies it holds; training is off.
+    n, ticks = 20, 12
+    cfg = async_config(make_config, topology="full", nodes=n, rounds=ticks, **{"net.fanout": 1})
     plan = Plan.build(cfg)
-    init = different_starts(plan, 8)
+    init = different_starts(plan, n)
     rec: dict[int, Recording] = {}
     nodes: list[Node] = []
 
     def configure(node: Node) -> None:
         rec[node.id] = node.behaviour = Recording()
+        node.eval_every = ticks  # only the models matter here
 
     result = await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
-    spreads = [spread(rec[i].x[t] for i in range(8)) for t in (1, 4, 7, 10)]
-    spreads.append(spread(result.final_models.values()))
-    assert all(b < a for a, b in zip(spreads, spreads[1:], strict=False)), spreads
-    for n in nodes:  # one neighbour per tick, chosen per node
-        assert all(len(r["announced_to"]) == 1 for r in n.history)
-        assert len({r["announced_to"][0] for r in n.history}) > 1
+    models = [[rec[i].x[t] for i in range(n)] for t in range(1, ticks + 1)] + [list(result.final_models.values())]
+
+    def variance(ms) -> float:  # mean squared distance to the mean model
+        mean = np.mean(ms, axis=0)
+        return float(np.mean([np.sum((m - mean) ** 2) for m in ms]))
+
+    spreads = [spread(ms) for ms in models]
+    variances = [variance(ms) for ms in models]
+    # every merge is a convex combination of models held, so the spread never grows, and
+    # the disagreement shrinks from every tick to the next
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(spreads, spreads[1:], strict=False)), spreads
+    assert all(b < a for a, b in zip(variances, variances[1:], strict=False)), variances
+    assert spreads[-1] < 0.5 * spreads[0] and variances[-1] < 0.25 * variances[0], (spreads, variances)
+    for node in nodes:  # one neighbour per tick, chosen per node
+        assert all(len(r["announced_to"]) == 1 for r in node.history)
+        assert len({r["announced_to"][0] for r in node.history}) > 1
     # per-neighbour public copies stay bit-identical with the sender's (deltas and checksums exact)
     assert_copies_exact(nodes)
-    assert all(n.rejected.get("checksum", 0) == 0 for n in nodes)
+    assert all(node.rejected.get("checksum", 0) == 0 for node in nodes)
 
 
 # ---- an adversary announcing 10x as often ---------------------------------------------------------
@@ -163,6 +179,108 @@ async def test_a_fast_announcer_gets_no_more_merge_weight(make_config):
                 seen_fast = max(seen_fast, r["peer_rounds"]["3"])
         # it did announce far more often than the benign nodes (its copy's tick is far ahead)
         assert seen_fast > 2 * len(by_id[i].history)
+
+
+async def test_a_10x_announcer_gets_no_more_merge_weight_than_one_at_the_benign_pace(make_config):
+    # Acceptance 5 of issue 14, through the attack's own knob (attack.announce_every): the
+    # same adversary once at the benign nodes' pace, once ten times as often. At every merge of
+    # every receiver it weighs W_ij = 1/4 in both runs; only its copy is fresher.
+    period = 0.5
+
+    async def run_with(every: float, **net) -> dict[int, Node]:
+        cfg = async_config(make_config, topology="full", nodes=4, rounds=4,
+                           **{"net.tick_period": period, **net}).replace(
+            roles=({"nodes": [3], "attack": {"name": "signflip", "announce_every": every}},))
+        nodes: list[Node] = []
+
+        def configure(node: Node) -> None:
+            node.eval_every = 100  # only the merges matter here
+            if node.id == 3:
+                node.behaviour = Noisy()
+
+        await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes, configure=configure)
+        return {n.id: n for n in nodes}
+
+    paced, fast = await run_with(period), await run_with(period / 10)
+    assert fast[3].timing is not None and fast[3].timing.every == pytest.approx(period / 10)
+    assert len(fast[3].history) > 3 * len(paced[3].history)  # it did announce far more often
+    for by_id in (paced, fast):
+        for i in (0, 1, 2):
+            merges = [r for r in by_id[i].history if "3" in r["weights"]]
+            assert merges
+            assert all(r["weights"]["3"] == pytest.approx(0.25) for r in merges)
+    # the fast one's copy at a receiver is many of its ticks ahead of the receiver's tick
+    assert max(r["peer_rounds"]["3"] for r in fast[0].history) > 3 * fast[0].history[-1]["tick"]
+    # with staleness discounting, a fast announcer is always fresh: it gets W_ij, never more
+    stale = await run_with(period / 10, **{"net.staleness": 1.0})
+    assert all(r["weights"].get("3", 0.0) <= 0.25 + 1e-12 for i in (0, 1, 2) for r in stale[i].history)
+
+
+async def test_a_before_merge_adversary_lands_right_before_its_receivers_merge(make_config):
+    # Benign nodes tick at different paces (periods 0.3, 0.375, 0.5 s), so their copies reach
+    # each other at drifting phases. The adversary predicts each one's next merge from its
+    # announcements and sends its delta just before it: at the receivers' merges its copy is
+    # fresher than the benign neighbours' copies.
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=10, **{"net.tick_period": 0.3}).replace(
+        roles=({"nodes": [1], "speed": 0.8}, {"nodes": [2], "speed": 0.6},
+               {"nodes": [3], "attack": {"name": "signflip", "announce": "before-merge", "announce_lead": 0.08}}))
+    nodes: list[Node] = []
+
+    def configure(node: Node) -> None:
+        node.eval_every = 100
+        if node.id == 3:
+            node.behaviour = Noisy()
+
+    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes, configure=configure)
+    by_id = {n.id: n for n in nodes}
+    merges = [r for i in (0, 1, 2) for r in by_id[i].history[4:]]
+    adversary = np.median([r["fresh"]["3"] for r in merges if "3" in r["fresh"]])
+    benign = np.median([v for r in merges for j, v in r["fresh"].items() if j != "3"])
+    assert adversary < benign, (adversary, benign)
+    # it aimed: most of its announcements went to the one or two neighbours about to merge
+    assert sum(len(r["announced_to"]) < 3 for r in by_id[3].history) > len(by_id[3].history) / 2
+    assert_copies_exact(nodes)
+
+
+def test_announcement_timing_is_validated_and_reaches_the_node(make_config):
+    from p2pfl.attacks import check_params
+    from p2pfl.launch import make_node
+    from p2pfl.timing import AnnounceTiming
+
+    for key, bad in (("announce", "late"), ("announce_every", -1), ("announce_lead", "x")):
+        with pytest.raises(ConfigError, match=f"attack.{key}"):
+            check_params("signflip", {key: bad})
+    assert check_params("signflip", {"announce": "before-merge", "announce_every": 0.5}) == {}
+    cfg = build_config(None, {"mode": "async"}, ("attack.name=signflip", "attack.announce=before-merge",
+                                                  "adversaries=1", "nodes=4"))
+    plan = Plan.build(cfg)
+    (adv,) = plan.adversaries
+    node = make_node(plan, adv, Transport(adv, "tcp://127.0.0.1:0"))
+    assert node.timing == AnnounceTiming(mode="before-merge")
+    node.transport.close(linger_ms=0)
+    # role profiles carry it too; sync mode refuses it (rounds announce once per round)
+    role = cfg.replace(adversaries=0, roles=({"nodes": [1], "attack": {"name": "signflip", "announce_every": 0.1}},))
+    node = make_node(Plan.build(role), 1, Transport(1, "tcp://127.0.0.1:0"))
+    assert node.timing == AnnounceTiming(every=0.1)
+    node.transport.close(linger_ms=0)
+    with pytest.raises(ConfigError, match="attack.announce"):
+        make_node(Plan.build(cfg.replace(mode="sync")), adv, Transport(adv, "tcp://127.0.0.1:0"))
+
+
+def test_merge_clock_predicts_and_serves_each_merge_once():
+    from p2pfl.timing import MergeClock
+
+    clock = MergeClock()
+    for k in range(4):  # neighbour 5 announces every 1.0 s, neighbour 6 every 2 ticks of 0.5 s
+        clock.observe(5, k + 1, 10.0 + k)
+        clock.observe(6, 2 * k + 1, 10.2 + k)
+    assert clock.period(5) == pytest.approx(1.0) and clock.period(6) == pytest.approx(0.5)
+    at, merges = clock.due([5, 6], 13.3, lead=0.1)
+    assert merges == {6: pytest.approx(13.7)} and at == pytest.approx(13.6)
+    clock.served(6, merges[6])
+    at, merges = clock.due([5, 6], 13.65, lead=0.1)  # 13.7 was served: next come 14.0 (5) and 14.2 (6)
+    assert merges == {5: pytest.approx(14.0)} and at == pytest.approx(13.9)
+    assert clock.due([7], 13.0, 0.1) == (None, {})  # never heard: no prediction
 
 
 async def test_staleness_discounts_old_copies(make_config):
@@ -381,17 +499,33 @@ async def test_topk_clip_bound_holds_per_async_merge(make_config):
 
 
 @pytest.mark.slow
-def test_async_with_one_process_per_node_and_churn(make_config, tmp_path):
-    from p2pfl.launch import run
-
-    # node 1 is slow; node 3 leaves at tick 2 and rejoins at tick 4 (the same code path as in-process)
-    cfg = make_config(topology="ring", nodes=4, rounds=4, mode="async",
-                      **{"train.epochs": 0, "net.tick_period": 0.2, "net.fanout": 1}).replace(
-        roles=({"nodes": [1], "speed": 0.5},), churn=({"nodes": [3], "leave": 2, "rejoin": 4},))
+def test_churn_with_one_process_per_node_exits_and_resumes(make_config, tmp_path):
+    # Acceptance 3 of issue 14 with `p2pfl node` processes, small: a ring of 6 trains for 9
+    # ticks; nodes 1 and 4 leave at tick 3 (their processes exit) and rejoin at tick 6 (the
+    # launcher starts them again; they resume from their checkpoints and adopt their
+    # neighbours' models). Node 2 is slow.
+    cfg = make_config(topology="ring", nodes=6, rounds=9, mode="async",
+                      **{"train.epochs": 1, "data.max_train": 1200, "data.max_test": 400,
+                         "net.tick_period": 1.0, "net.dead_after": 1.0, "net.gap_grace": 0.3}).replace(
+        roles=({"nodes": [2], "speed": 0.5},), churn=({"nodes": [1, 4], "leave": 3, "rejoin": 6},))
     result = run(cfg, out=tmp_path / "procs", processes=True)
-    expected = [(i, t) for i in range(4) for t in (1, 2, 3, 4) if not (i == 3 and t in (2, 3))]
-    assert sorted((r["node"], r["tick"]) for r in result.records) == expected
-    assert all(len(r["announced_to"]) == 1 for r in result.records)
+    ticks = {i: [r["tick"] for r in result.records if r["node"] == i] for i in range(6)}
+    for i in range(6):
+        assert sorted(ticks[i]) == ([1, 2, 6, 7, 8, 9] if i in (1, 4) else list(range(1, 10))), (i, ticks[i])
+    assert result.extra["restarts"] == {1: 1, 4: 1}  # their processes ended and were started again
+    by = {(r["node"], r["tick"]): r for r in result.records}
+    for i in (1, 4):
+        assert not (tmp_path / "procs" / "nodes" / f"node-{i}.away").exists()
+        # wall time goes on across the restart, and the others ticked while they were away
+        assert by[(i, 6)]["wall"] > by[(i, 2)]["wall"]
+        assert any(by[(i, 2)]["wall"] < by[(j, t)]["wall"] < by[(i, 6)]["wall"]
+                   for j in (0, 3, 5) for t in range(3, 10))
+        # back on the resume path, it got its neighbours' copies from after it left
+        assert max(by[(i, 8)]["peer_rounds"].values()) > 3
+    # two ticks after rejoining, their models are about as good as the others' (tiny test set)
+    others = np.mean([by[(j, 8)]["accuracy"] for j in (0, 2, 3, 5)])
+    for i in (1, 4):
+        assert abs(by[(i, 8)]["accuracy"] - others) <= 0.05, (i, by[(i, 8)]["accuracy"], others)
 
 
 async def test_a_time_budget_ends_the_ticks(make_config):
@@ -451,3 +585,98 @@ async def test_a_departed_node_is_seen_down_and_resyncs_exactly_on_return(make_c
     # while the snapshot pushed on reconnect was in flight (busy); nothing else
     assert all(set(n.rejected) <= {"stale", "busy"} for n in nodes), [n.rejected for n in nodes]
     assert not by_id[0].peers[1].down and not by_id[2].peers[1].down
+
+
+# ---- the filter bound per async merge, as a property -----------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(1, 5), d=st.integers(1, 30), a=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+       kappa=st.floats(0.05, 1.0), tau=st.floats(1e-2, 1e2))
+def test_topk_clip_bound_holds_per_merge_whatever_announces_when(data, n, d, a, kappa, tau):
+    # A receiver with n neighbours runs async merges through topk-clip (staleness a). Between
+    # two merges each neighbour announces 0..10 times (a 10x announcer among them); whatever
+    # the pattern, at every merge a neighbour weighs at most W_ij, exactly W_ij discounted by
+    # the age of its copy, its contribution has norm <= w_ij * tau <= W_ij * tau, and at most
+    # k coordinates change.
+    from p2pfl.config import NetConfig
+    from p2pfl.filters import build_filter
+
+    raw = np.array(data.draw(st.lists(st.floats(0.01, 1.0), min_size=n, max_size=n)))
+    w_row = raw / raw.sum() * data.draw(st.floats(0.1, 0.99))
+    nbrs = tuple(range(1, n + 1))
+    node = Node(node_id=0, exp_id="e", x0=np.zeros(d, np.float32), neighbours=nbrs,
+                weights=dict(zip(nbrs, w_row, strict=True)), rounds=8, transport=None, trainer=None, data=None,
+                filter=build_filter("topk-clip", {"tau": tau, "kappa": kappa}), net=NetConfig(staleness=a),
+                mode="async")
+    k = max(1, round(kappa * d))
+    changed_at: dict[int, int] = {}
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    for t in range(1, 6):
+        for j in nbrs:
+            for _ in range(data.draw(st.integers(0, 10))):  # each announcement replaces the copy
+                node.peers[j].copy = (rng.standard_normal(d) * data.draw(st.sampled_from([0.1, 10.0, 1e6]))
+                                      ).astype(np.float32)
+                node.peers[j].round += 1
+                changed_at[j] = t
+        z = (node.x + rng.standard_normal(d)).astype(np.float32)
+        included = [j for j in nbrs if node.peers[j].round >= 1]
+        weights, ages = node._async_weights(t, included)
+        copies = {j: node.peers[j].copy for j in included}
+        x, stats, dropped = node._merge(t, z, included, copies, weights)
+        assert not dropped
+        assert np.count_nonzero(x - z) <= k
+        for j in included:
+            assert ages[j] == t - changed_at[j]
+            assert weights[j] == pytest.approx(node.weights[j] * (1 + ages[j]) ** -a if a else node.weights[j])
+            assert weights[j] <= node.weights[j] + 1e-15
+            assert stats["norm_out"][str(j)] <= weights[j] * tau * (1 + 1e-4) + 1e-6
+        node.x = x
+
+
+# ---- speed, merge wait and merge order --------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_slow_node_stretches_its_whole_tick(make_config, mode):
+    # speed 0.25: before announcing, node 0 sleeps 3x its work of the tick (this craft plus the
+    # previous tick's merge and evaluation), so a tick takes 4x as long as its work.
+    cfg = make_config(topology="ring", nodes=3, rounds=3, mode=mode, **{"train.epochs": 1}).replace(
+        roles=({"nodes": [0], "speed": 0.25},))
+    nodes: list[Node] = []
+    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    slow = next(n for n in nodes if n.id == 0).history
+    for prev, rec in zip(slow, slow[1:], strict=False):
+        after = prev["time"]["merge"] + prev["time"]["eval"]
+        assert rec["time"]["slow"] >= 3 * (rec["time"]["train"] + after) * 0.98 - 0.003, (prev["time"], rec["time"])
+    assert all(r["time"]["slow"] == 0 for n in nodes if n.id != 0 for r in n.history)
+
+
+async def test_a_merge_wait_with_quorum_one_merges_only_fresh_copies(make_config):
+    # Node 0 ticks at half the others' pace. Merging at once, the others would often hold its
+    # copy of an older tick; waiting (bounded) for every live neighbour's tick, never.
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=4,
+                       **{"net.merge_wait": 10.0, "net.merge_quorum": 1.0}).replace(
+        roles=({"nodes": [0], "speed": 0.5},))
+    nodes: list[Node] = []
+    await run_inprocess_async(Plan.build(cfg), keep_nodes=nodes)
+    for node in nodes:
+        for r in node.history:
+            assert all(t >= r["tick"] for t in r["peer_rounds"].values()), (node.id, r["tick"], r["peer_rounds"])
+    waited = [r["time"]["wait"] for n in nodes if n.id != 0 for r in n.history]
+    assert max(waited) > 0  # the fast nodes did wait for the slow one
+
+
+async def test_merge_first_merges_the_latest_copies_before_training(make_config):
+    cfg = async_config(make_config, topology="full", nodes=4, rounds=5, **{"net.merge_order": "merge-first"})
+    plan = Plan.build(cfg)
+    init = different_starts(plan, 4)
+    rec: dict[int, Recording] = {}
+
+    def configure(node: Node) -> None:
+        rec[node.id] = node.behaviour = Recording()
+
+    nodes: list[Node] = []
+    await run_inprocess_async(plan, x_init=init, keep_nodes=nodes, configure=configure)
+    for node in nodes:
+        merged = [r for r in node.history if r["weights"]]
+        assert merged and all(r["heard"] == 0 for r in node.history)  # no merge after training
+        # what it trained from at tick t was already merged: it moved from its own start
+        assert not np.array_equal(rec[node.id].x[node.history[-1]["tick"]], init[node.id])
+    assert spread(rec[i].x[5] for i in range(4)) < 0.5 * spread(init.values())

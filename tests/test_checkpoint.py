@@ -23,7 +23,7 @@ def _state(round: int = 3, dim: int = 10, **kw) -> NodeState:
     vec = lambda: rng.standard_normal(dim).astype(np.float32)  # noqa: E731
     fields = dict(
         node=1, exp_id="e1", round=round, seq=2**62 + round, x=vec(), pub_shared=vec(), pub_round=round,
-        pub_private={2: vec()},
+        pub_private={2: vec()}, pub_rounds={0: round, 2: round - 1},
         peers={0: PeerState(copy=vec(), round=round, last_seq=17, last_delta=vec()),
                2: PeerState(copy=vec(), round=round - 1, last_seq=2**63 - 1)},
         trainer={"generator": torch.arange(5, dtype=torch.uint8),
@@ -37,7 +37,7 @@ def _state(round: int = 3, dim: int = 10, **kw) -> NodeState:
 
 
 def _assert_same(a: NodeState, b: NodeState, *, seq: bool = True) -> None:
-    names = ("node", "exp_id", "round", "pub_round", "rejected", "finished", "filter", "behaviour")
+    names = ("node", "exp_id", "round", "pub_round", "pub_rounds", "rejected", "finished", "filter", "behaviour")
     for name in (*names, "seq") if seq else names:
         assert getattr(a, name) == getattr(b, name), name
     for name in ("x", "pub_shared"):

@@ -10,6 +10,7 @@ import pytest
 
 from p2pfl import wire
 from p2pfl.config import RunConfig
+from p2pfl.errors import ConfigError
 from p2pfl.faults import FaultyTransport, LinkFaults
 from p2pfl.launch import _transport
 from p2pfl.transport import Transport
@@ -298,3 +299,40 @@ def test_launch_builds_a_faulty_transport_when_faults_are_set(zmq_ctx):
     assert type(_transport(plan(), 0, "tcp://127.0.0.1:0", zmq_ctx, factory=Watching)) is Watching
     for tr in (clean, lossy, both):
         tr.close(linger_ms=0)
+
+
+async def test_a_per_link_delay_slows_only_its_own_link(net):
+    # Link 0 -> 1 has 300 ms of its own; 0 -> 2 has none. A message sent first on the slow
+    # link arrives after one sent later on the fast link.
+    n = net(LinkFaults(link_delay_ms=((0, 1, 300.0),)), receivers=2)
+    arrivals: list[int] = []
+
+    async def collect(j: int) -> None:
+        await n.receive(j, count=1)
+        arrivals.append(j)
+
+    waiting = [asyncio.create_task(collect(j)) for j in (1, 2)]
+    assert await n.tx.send(1, frames(dst=1, seq=1))
+    assert await n.tx.send(2, frames(dst=2, seq=2))
+    await asyncio.gather(*waiting)
+    assert arrivals == [2, 1]
+    assert n.tx.fault_counts["delayed"] == 1  # only the slow link's message waited
+    assert n.tx.faults.link_delay(0, 1) == 300.0 and n.tx.faults.link_delay(1, 0) == 0.0
+    await n.close()
+
+
+def test_link_delays_from_config_name_links_and_directions():
+    cfg = RunConfig(nodes=6, mode="async").with_overrides({"net.link_delay_ms": ["0-1:200", "3>4:50"]})
+    faults = cfg.net.faults(0)
+    assert faults is not None and faults.active
+    assert (faults.link_delay(0, 1), faults.link_delay(1, 0)) == (200.0, 200.0)
+    assert (faults.link_delay(3, 4), faults.link_delay(4, 3)) == (50.0, 0.0)
+    # a comma-separated string (as --set net.link_delay_ms=0-1:200,3>4:50 gives) is the same setting
+    same = RunConfig(nodes=6, mode="async").with_overrides({"net.link_delay_ms": "0-1:200, 3>4:50"})
+    assert same.digest() == cfg.digest()
+    assert RunConfig.from_mapping(cfg.to_mapping()) == cfg
+    for bad in (["0-1"], ["0-0:5"], ["a-1:5"], ["0-1:-3"], ["0-1:5", "1-0:6"], 7):
+        with pytest.raises(ConfigError, match="net.link_delay_ms"):
+            RunConfig(nodes=6).with_overrides({"net.link_delay_ms": bad})
+    with pytest.raises(ConfigError, match="net.link_delay_ms"):
+        RunConfig(nodes=3).with_overrides({"net.link_delay_ms": ["0-5:10"]})  # no node 5

@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from p2pfl.errors import ConfigError
+from p2pfl.timing import TIMING_PARAMS, check_timing
 from p2pfl.validate import auto_or_positive, choice, flag, fraction, integer, real
 
 from .backdoor import BACKDOOR_PARAMS, check_backdoor_params
@@ -174,12 +175,13 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("attack", name, "one of " + ", ".join(ATTACKS))
     accepted = PARAMS[name]
     check_backdoor_params(params)  # backdoor kind and trigger: read by the plan, checked here too
+    check_timing(params)  # async announcement timing: read by the node (p2pfl.timing)
     out: dict[str, Any] = {}
     for key, value in params.items():
-        if key in PLAN_PARAMS:
+        if key in PLAN_PARAMS or key in TIMING_PARAMS:
             continue
         if key not in accepted:
-            known = ", ".join((*accepted, *PLAN_PARAMS))
+            known = ", ".join((*accepted, *PLAN_PARAMS, *TIMING_PARAMS))
             raise ConfigError(f"attack.{key}", value, f"not a parameter of attack {name!r}; known: {known}")
         out[key] = CHECKS[key](f"attack.{key}", value)
     return out
