@@ -137,6 +137,14 @@ NET: dict[str, tuple[str, str]] = {
                   "node's own ticks since that neighbour's copy changed; the own weight absorbs the rest."),
     "tick_period": ("seconds, 0 to 3600", "Async: a node starts a tick at most this often (0: as fast as "
                     "it trains)."),
+    "merge_wait": ("seconds, 0 to 3600", "Async: after announcing, wait up to this long for `merge_quorum` of "
+                   "the live neighbours to have announced this tick (or a later one) before merging (0: merge at "
+                   "once). A bounded, partial barrier: it closes most of async's lag behind sync."),
+    "merge_quorum": ("number in (0, 1]", "Async: the share of live neighbours `merge_wait` waits for."),
+    "merge_order": ("one of `train-first`, `merge-first`", "Async: train, announce, then merge the latest copies "
+                    "(default), or merge first, then train and announce (gossip learning's order)."),
+    "link_delay_ms": ("a list of `\"i-j:ms\"` (both ways) or `\"i>j:ms\"` (i to j only)",
+                      "Extra one-way delay on given links, added to `delay_ms`."),
 }
 
 ROLE: dict[str, tuple[str, str]] = {

@@ -1,4 +1,4 @@
-"""The figures of README's async section from finished sweeps (issue 14, acceptance 1 and 2).
+"""The figures of README's async section from finished sweeps.
 
     python examples/async_figures.py --straggler runs/acc2-straggler --no-straggler runs/acc2-none \\
         --complete runs/acc1-base runs/acc1-quorum08 runs/acc1-stale1 runs/acc1-mergefirst \\

@@ -1,6 +1,6 @@
 """When an adversary announces in async mode: eagerly, at its own rate, or right before a receiver's merge.
 
-In async mode (DESIGN.md section 8) an adversary's timing and rate are part of the threat
+In async mode (docs/protocol.md, "Rounds and ticks") an adversary's timing and rate are part of the threat
 model. Three attack parameters (``[attack]``, ``--set attack.X=...`` or a role profile's
 ``[attack]`` table) choose them; every attack takes them:
 

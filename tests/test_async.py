@@ -104,7 +104,7 @@ async def test_async_complete_graph_reaches_consensus(make_config):
 
 
 async def test_fanout_one_push_gossip_shrinks_the_spread_on_the_complete_graph_of_20(make_config):
-    # Acceptance 4 of issue 14: the classic push gossip. Every node pushes to one random
+    # The classic push gossip. Every node pushes to one random
     # neighbour per tick and merges with the latest copies it holds; training is off.
     n, ticks = 20, 12
     cfg = async_config(make_config, topology="full", nodes=n, rounds=ticks, **{"net.fanout": 1})
@@ -182,7 +182,7 @@ async def test_a_fast_announcer_gets_no_more_merge_weight(make_config):
 
 
 async def test_a_10x_announcer_gets_no_more_merge_weight_than_one_at_the_benign_pace(make_config):
-    # Acceptance 5 of issue 14, through the attack's own knob (attack.announce_every): the
+    # Announcing more often buys no weight, through the attack's own knob (attack.announce_every): the
     # same adversary once at the benign nodes' pace, once ten times as often. At every merge of
     # every receiver it weighs W_ij = 1/4 in both runs; only its copy is fresher.
     period = 0.5
@@ -500,7 +500,7 @@ async def test_topk_clip_bound_holds_per_async_merge(make_config):
 
 @pytest.mark.slow
 def test_churn_with_one_process_per_node_exits_and_resumes(make_config, tmp_path):
-    # Acceptance 3 of issue 14 with `p2pfl node` processes, small: a ring of 6 trains for 9
+    # Churn with `p2pfl node` processes, small: a ring of 6 trains for 9
     # ticks; nodes 1 and 4 leave at tick 3 (their processes exit) and rejoin at tick 6 (the
     # launcher starts them again; they resume from their checkpoints and adopt their
     # neighbours' models). Node 2 is slow.
