@@ -21,7 +21,6 @@ from conftest import FULL_DATA, needs_full_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pfl import data as data_mod
 from p2pfl.data import (
     EMBEDDED_FASHION_MNIST_DIR,
     IDENTITY_KEYS,
@@ -34,6 +33,7 @@ from p2pfl.data import (
     read_idx,
     split_validation,
 )
+from p2pfl.data import fmnist as fmnist_mod  # patch the loader's constants where it reads them
 from p2pfl.errors import ConfigError, DataError
 
 SHARED = FULL_DATA or Path("P2PFL_DATA-is-not-set")
@@ -222,7 +222,7 @@ def test_shared_data_dir_in_p2pfl_layout_gives_the_full_set() -> None:
 def test_missing_embedded_copy_lists_every_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data_mod, "EMBEDDED_FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(fmnist_mod, "EMBEDDED_FASHION_MNIST_DIR", tmp_path / "nowhere")
 
     with pytest.raises(DataError) as info:
         load_dataset("fmnist", search=[tmp_path / "a"], cache_dir=tmp_path / "cache")
@@ -240,7 +240,7 @@ def test_download_from_local_mirror_with_pinned_hashes(
 ) -> None:
     root, url = http_dir
     hashes = _write_fake_fmnist(root, 50, 20, fill=3)
-    monkeypatch.setattr(data_mod, "FASHION_MNIST_SHA256", hashes)
+    monkeypatch.setattr(fmnist_mod, "FASHION_MNIST_SHA256", hashes)
     cache = tmp_path / "cache"
 
     bundle = load_dataset("fmnist", download=True, cache_dir=cache, mirror=url)
@@ -273,7 +273,7 @@ def test_download_with_corrupt_file_fails_on_sha256_and_leaves_no_file(
 ) -> None:
     root, url = http_dir
     hashes = _write_fake_fmnist(root, 10, 10)
-    monkeypatch.setattr(data_mod, "FASHION_MNIST_SHA256", hashes)
+    monkeypatch.setattr(fmnist_mod, "FASHION_MNIST_SHA256", hashes)
     target = root / "train-labels-idx1-ubyte.gz"
     target.write_bytes(target.read_bytes() + b"tampered")
     cache = tmp_path / "cache"
