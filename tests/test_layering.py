@@ -27,7 +27,7 @@ PACKAGE = ROOT / "p2pfl"
 #: Lowest first. Names are relative to ``p2pfl``; ``*`` matches submodules of a package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("errors", "validate", "wire", "behaviour", "metrics", "logs", "resources", "imports", "timing")),
-    ("core", ("config", "data", "data.*", "models", "train", "transport", "faults", "security", "protocol",
+    ("core", ("config", "config.*", "data", "data.*", "models", "train", "transport", "faults", "security", "protocol",
               "checkpoint", "topology", "topology.*")),
     ("filters", ("filters", "filters.*")),
     ("attacks", ("attacks", "attacks.*")),
