@@ -212,8 +212,8 @@ def render_adaptive(run: Path) -> dict[str, str]:
     return {"trigger.md": tables_in(text)[0]}
 
 
-def render_robustness(run: Path) -> dict[str, str]:
-    text = (run / "summary" / "results.md").read_text(encoding="utf-8")
+def robustness_tables(text: str) -> dict[str, str]:
+    """The per-graph matrices and the two "best" tables of ``robustness_summary.py``'s results.md."""
     found = tables_in(text)
     graphs = [line[3:].split(":")[0] for line in text.splitlines() if line.startswith("## ")]
     out = {f"{g}.md": t for g, t in zip(graphs, found, strict=False)}
@@ -221,6 +221,10 @@ def render_robustness(run: Path) -> dict[str, str]:
     if len(rest) >= 2:
         out["best_attack.md"], out["best_filter.md"] = rest[0], rest[1]
     return out
+
+
+def render_robustness(run: Path) -> dict[str, str]:
+    return robustness_tables((run / "summary" / "results.md").read_text(encoding="utf-8"))
 
 
 def performance_table(groups: Mapping[str, Mapping[str, Any]]) -> str:
@@ -304,6 +308,7 @@ class Entry:
     size: Mapping[str, Any] = field(default_factory=dict)
     needs_full_data: bool = False
     explicit_only: bool = False  # runs its commands only when named in --only (the benchmarks)
+    default: bool = True  # part of a plain ``make results`` (without ONLY)
 
 
 QUICK_PAPER = ("--set", "rounds=5", "--set", "data.max_train=4000")
@@ -340,6 +345,16 @@ ENTRIES: tuple[Entry, ...] = (
           ((PY, "-m", "p2pfl", "sweep", "examples/robustness_matrix.toml", "--out", "{run}/ring", *QUICK_MATRIX),
            (PY, "examples/robustness_summary.py", "{run}", "--out", "{run}/summary")), render_robustness,
           {"graphs": ["ring"], "rounds": 8, "reduced": "from 15 rounds and three graphs (full, ring, small-world)"}),
+    Entry("robustness_matrix_full", "robustness_matrix/tables",
+          "the README's robustness matrix: three graphs at 15 rounds (about 72 min on 2 shared cores)",
+          ((PY, "-m", "p2pfl", "sweep", "examples/robustness_matrix.toml", "--out", "{run}/full"),
+           (PY, "-m", "p2pfl", "sweep", "examples/robustness_matrix.toml", "--out", "{run}/ring",
+            "--set", "topology=ring", "--set", "adversaries=2"),
+           (PY, "-m", "p2pfl", "sweep", "examples/robustness_matrix.toml", "--out", "{run}/small-world",
+            "--set", "topology=small-world", "--set", "nodes=20"),
+           (PY, "examples/robustness_summary.py", "{run}", "--out", "{run}/summary")), render_robustness,
+          {"graphs": ["full", "ring", "small-world"], "rounds": 15, "reduced": False}, explicit_only=True,
+          default=False),
     Entry("performance", "performance", "make bench: the benchmark JSON files as the README table",
           ((PY, "-m", "benchmarks"),), render_performance, {"benchmarks": "full"}, explicit_only=True),
     Entry("paper_full", "paper_full", "the paper at CPU scale on the full Fashion-MNIST, by round",
@@ -354,11 +369,11 @@ NAMES = tuple(e.name for e in ENTRIES)
 
 
 def select(only: str | None, *, full_data: bool) -> list[Entry]:
-    """The entries to run: those named in ``only`` (comma-separated), else every entry that
-    does not need the full data (with ``full_data``: all of them). An unknown name, or a
+    """The entries to run: those named in ``only`` (comma-separated), else every default entry
+    that does not need the full data (with ``full_data``: those too). An unknown name, or a
     full-data entry without ``full_data``, is a ConfigError naming it."""
     if not only:
-        return [e for e in ENTRIES if full_data or not e.needs_full_data]
+        return [e for e in ENTRIES if e.default and (full_data or not e.needs_full_data)]
     names = [n.strip() for n in only.split(",") if n.strip()]
     if not names:
         raise ConfigError("ONLY", only, "a comma-separated list of " + ", ".join(NAMES))
@@ -398,6 +413,7 @@ def write_tables(entry: Entry, tables: Mapping[str, str], meta: Mapping[str, Any
 def run_entry(entry: Entry, *, report_only: bool, run_commands: bool) -> Path:
     run = RUNS / entry.name  # relative: the commands run in the checkout and are recorded so
     commands = [command_text(c, run) for c in entry.commands]
+    commit = git_commit()  # before the run: what it ran on
     started = time.perf_counter()
     if run_commands and not report_only:
         run.mkdir(parents=True, exist_ok=True)
@@ -411,12 +427,19 @@ def run_entry(entry: Entry, *, report_only: bool, run_commands: bool) -> Path:
         "what": entry.what,
         "command": " && ".join(commands),
         "commands": commands,
-        "commit": git_commit(),
+        "commit": commit,
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "size": dict(entry.size),
         "seconds": round(time.perf_counter() - started, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    previous = ROOT / RESULTS.name / entry.dir / "meta.json"
+    if report_only and previous.exists():
+        # The tables are rewritten from runs made earlier: keep what they were measured with.
+        kept = json.loads(previous.read_text(encoding="utf-8"))
+        meta.update({k: kept[k] for k in ("command", "commands", "commit", "date", "size", "seconds", "load_average",
+                                          "note") if k in kept})
+        meta["tables_rewritten"] = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if entry.name == "performance":
         meta["benchmarks"] = performance_meta()
         meta["command"] = "python examples/make_results.py --only performance (table from benchmarks/results/*.json)"
@@ -436,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for e in ENTRIES:
-            flags = " (full data: FULL=1)" if e.needs_full_data else " (reruns only when named)" if e.explicit_only else ""
+            flags = (" (full data: FULL=1)" if e.needs_full_data else "" if e.default else " (only when named)")
             print(f"{e.name:18} results/{e.dir}/{flags}: {e.what}")
         return 0
     try:
