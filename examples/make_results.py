@@ -158,9 +158,12 @@ def paper_rows(cells: Sequence[Mapping[str, Any]]) -> str:
         label = "no adversary" if adv == 0 else attack
         label += ", no defence" if defence == "none" and adv else "" if defence == "none" else f", `{defence}`"
         final = summary["final"]
+        landed = [str(r["round"]) for r in summary.get("rounds", []) if (r.get("attack_success_mean") or 0) >= 0.5]
         body.append([label, f"{final['accuracy_mean']:.3f}", f"{final.get('attack_success_mean', 0.0):.2f}",
-                     f"{final.get('target_confidence_mean', 0.0):.3f}"])
-    return markdown_table(["run", "final accuracy", "attack success", "target confidence"], body)
+                     f"{final.get('target_confidence_mean', 0.0):.3f}",
+                     "-" if adv == 0 else ", ".join(landed) or "none"])
+    return markdown_table(["run", "final accuracy", "attack success", "target confidence",
+                           "rounds with attack success ≥ 0.5"], body)
 
 
 def render_paper_cpu(run: Path) -> dict[str, str]:
