@@ -325,7 +325,9 @@ class Entry:
 
 QUICK_PAPER = ("--set", "rounds=5", "--set", "data.max_train=4000")
 QUICK_ESTIMATION = ("--set", "data.max_train=4000",)
-QUICK_DEFENCE = ("--set", "rounds=4", "--set", "data.max_train=2000", "--set", "train.epochs=1")
+# At 4 rounds and 2,000 images (accuracy about 0.6) the single target example is taken for the
+# target label at some nodes without any attack getting through: too small for this table.
+QUICK_DEFENCE = ("--set", "train.epochs=1")
 QUICK_ADAPTIVE = ("--set", "rounds=10", "--tau", "auto")
 QUICK_BUDGET = ("--set", "rounds=10", "--set", 'defence.name=["none","topk-clip","clip","median"]')
 QUICK_MATRIX = ("--set", "rounds=8", "--set", "topology=ring", "--set", "adversaries=2")
@@ -344,8 +346,8 @@ ENTRIES: tuple[Entry, ...] = (
            "reduced": "from the whole embedded split (8,000 training images)"}),
     Entry("defence_table", "defence_table", "every filter against boost, altmin, stealth on full and ring",
           ((PY, "-m", "p2pfl", "sweep", "examples/defence_table.toml", "--out", "{run}", *QUICK_DEFENCE),),
-          render_defence, {"nodes": 10, "rounds": 4, "max_train": 2000, "epochs": 1, "data": "embedded",
-                           "reduced": "from 6 rounds, 4,000 images, 2 epochs"}, failing_cells=True),
+          render_defence, {"nodes": 10, "rounds": 6, "max_train": 4000, "epochs": 1, "data": "embedded",
+                           "reduced": "from 2 local epochs"}, failing_cells=True),
     Entry("adaptive_table", "adaptive_table", "the adaptive attacker against topk-clip, trigger backdoor",
           ((PY, "examples/adaptive_table.py", "--out", "{run}", *QUICK_ADAPTIVE),), render_adaptive,
           {"nodes": 10, "rounds": 10, "tau": ["auto"], "budget": 1, "reduced": "from 20 rounds, tau auto and 0.6"}),
