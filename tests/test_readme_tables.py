@@ -180,3 +180,29 @@ def test_main_env_only(mr, monkeypatch, capsys):
     monkeypatch.setenv("ONLY", "nope")
     assert mr.main([]) == 2
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_every_sweep_entry_validates_at_its_reduced_size(mr):
+    """The reduced sizes are real settings: each sweep command's --set values build valid cells."""
+    from p2pfl.sweep import Sweep
+
+    checked = 0
+    for entry in mr.ENTRIES:
+        for argv in entry.commands:
+            if "sweep" not in argv:
+                continue
+            path = ROOT / argv[argv.index("sweep") + 1]
+            sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+            overrides = {k: mr_value(v) for k, _, v in (s.partition("=") for s in sets)}
+            assert Sweep.from_toml(path, overrides).validate(), (entry.name, argv)
+            checked += 1
+    assert checked >= 3
+
+
+def mr_value(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
