@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-fast bench lint clean results
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# Every README table, regenerated at a reduced size into results/<dir>/ (see README "Results").
+# ONLY=demo,defence_table reruns a subset; FULL=1 (with $$P2PFL_DATA) adds the full-data tables.
+results: install
+	$(BIN)/python examples/make_results.py $(if $(ONLY),--only $(ONLY)) $(if $(filter 1,$(FULL)),--full-data)
 
 lint: install
 	$(BIN)/ruff check p2pfl tests benchmarks examples
