@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "checkpoint", "topology", "topology.*")),
     ("filters", ("filters", "filters.*")),
     ("attacks", ("attacks", "attacks.*")),
-    ("node", ("node", "plan", "runfolder")),
+    ("node", ("node", "gossip_async", "plan", "runfolder")),
     ("wiring", ("wiring", "deployment")),
     ("launch", ("launch", "updates")),
     ("report", ("report", "report.*")),
