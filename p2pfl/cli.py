@@ -274,10 +274,13 @@ def print_result(result: Any) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/NAME-TIMESTAMP).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--processes", is_flag=True, help="One OS process per node instead of one process for all.")
+@click.option("--workers", "hosts", type=int, default=None,
+              help="Spread the nodes over this many node hosts (OS processes) on this machine.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ...], roles: tuple[str, ...],
-        out: str | None, overwrite: bool, processes: bool, quiet: bool, verbose: int, **flags: Any) -> None:
+        out: str | None, overwrite: bool, processes: bool, hosts: int | None, quiet: bool, verbose: int,
+        **flags: Any) -> None:
     """Run a whole experiment on this machine."""
     from .experiment import execute as run_experiment  # launch.run plus weight-update records
     from .launch import prepare_out
@@ -291,11 +294,17 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
     validate_names(config)
     out = out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     search = _search_dirs(data_dirs, config)
+    if hosts is not None:
+        from .host import split_blocks
+
+        if processes:
+            raise ConfigError("--workers", hosts, "either --workers W or --processes, not both")
+        split_blocks(config.nodes, hosts)  # checks W before anything runs
     plan = Plan.build(config, search=search)
     prepare_out(out, overwrite=overwrite)  # refuses to mix into an existing run, before any output
     with _RunView(config, quiet) as view:
         result = run_experiment(config, out=out, processes=processes, search=search,
-                                progress=view, overwrite=True, plan=plan)
+                                progress=view, overwrite=True, plan=plan, hosts=hosts)
     from .report import write_run_plots
 
     plots = write_run_plots(result) if result.out is not None else []
@@ -314,6 +323,14 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
 @click.option("--id", "node_id", type=int, default=None, help="This node's id.")
 @click.option("--id-from-env", default=None, metavar="VAR",
               help="Read the id from an environment variable (SLURM_PROCID, OMPI_COMM_WORLD_RANK).")
+@click.option("--ids", "ids_spec", default=None, metavar="IDS",
+              help="Run a block of nodes in this process (a node host), e.g. 0-49 or 0-9,20-29.")
+@click.option("--ids-from-env", default=None, metavar="VAR",
+              help="Node host: take the rank from an environment variable (SLURM_PROCID) and run "
+                   "its block of --block nodes (rank r runs r*block .. r*block+block-1).")
+@click.option("--block", type=int, default=None, help="Nodes per rank with --ids-from-env.")
+@click.option("--threads", type=int, default=None, help="Node host: training threads (default: CPUs, at most 4).")
+@click.option("--no-checkpoints", is_flag=True, help="Do not checkpoint every round (no resume).")
 @click.option("--listen", default=None, help="Bind here instead of this node's deployment address (e.g. tcp://0.0.0.0:7000).")
 @click.option("--peer", "peers", multiple=True, metavar="ID=ADDR",
               help="A neighbour's address, e.g. 3=10.0.0.4:7000 (overrides the deployment file).")
@@ -332,7 +349,8 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def node(deployment: str | None, config_file: str | None, node_id: int | None, id_from_env: str | None,
-         listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
+         ids_spec: str | None, ids_from_env: str | None, block: int | None, threads: int | None,
+         no_checkpoints: bool, listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
          data_dirs: tuple[str, ...], only_data_dirs: bool, insecure: bool, quiet: bool, verbose: int) -> None:
     """Run one node of an experiment (one per machine, or per process).
 
@@ -346,6 +364,11 @@ def node(deployment: str | None, config_file: str | None, node_id: int | None, i
     from .plan import set_torch_threads
 
     _setup_logging(verbose, quiet)
+    if ids_spec is not None or ids_from_env is not None:
+        return _node_host(deployment, node_id, id_from_env, ids_spec, ids_from_env, block, threads,
+                          no_checkpoints, listen, peers, keys_dir, out, data_dirs, only_data_dirs, insecure, quiet)
+    if block is not None:
+        raise ConfigError("--block", block, "only with --ids-from-env VAR")
     if id_from_env is not None:
         raw = os.environ.get(id_from_env)
         if raw is None:
@@ -381,7 +404,54 @@ def node(deployment: str | None, config_file: str | None, node_id: int | None, i
 
     search = _search_dirs(data_dirs, dep.config, only=only_data_dirs)
     asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=search, on_record=show,
-                               insecure=insecure))
+                               insecure=insecure, checkpoints=not no_checkpoints))
+
+
+def _node_host(deployment: str | None, node_id: int | None, id_from_env: str | None, ids_spec: str | None,
+               ids_from_env: str | None, block: int | None, threads: int | None, no_checkpoints: bool,
+               listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
+               data_dirs: tuple[str, ...], only_data_dirs: bool, insecure: bool, quiet: bool) -> None:
+    """``p2pfl node --ids`` / ``--ids-from-env VAR --block B``: a node host (see :mod:`p2pfl.host`)."""
+    import dataclasses
+
+    from .host import block_ids, host_main, parse_ids
+    from .launch import Deployment
+
+    if node_id is not None or id_from_env is not None:
+        raise ConfigError("--ids", ids_spec or ids_from_env, "either --id/--id-from-env or --ids/--ids-from-env")
+    if ids_spec is not None and ids_from_env is not None:
+        raise ConfigError("--ids", ids_spec, "either --ids or --ids-from-env, not both")
+    if listen is not None or peers:
+        raise ConfigError("--listen", listen or peers[0], "a deployment file for a node host (--ids)")
+    if deployment is None:
+        raise ConfigError("--deployment", None, "a deployment file with every node's address (node hosts need one)")
+    dep = Deployment.from_toml(deployment)
+    if keys_dir:
+        dep = dataclasses.replace(dep, keys_dir=Path(keys_dir).resolve())
+    nodes = dep.config.nodes
+    if ids_from_env is not None:
+        if block is None:
+            raise ConfigError("--block", None, "the number of nodes per rank (with --ids-from-env)")
+        raw = os.environ.get(ids_from_env)
+        if raw is None:
+            raise ConfigError("--ids-from-env", ids_from_env, "the name of a set environment variable")
+        if not raw.strip().isdigit():
+            raise ConfigError(ids_from_env, raw, "a non-negative integer rank")
+        ids = block_ids(int(raw), block, nodes)
+    else:
+        if block is not None:
+            raise ConfigError("--block", block, "only with --ids-from-env VAR")
+        ids = parse_ids(ids_spec or "", nodes)
+    if threads is not None and threads < 1:
+        raise ConfigError("--threads", threads, "an integer >= 1")
+
+    def show(rec: Mapping[str, Any]) -> None:
+        if not quiet:
+            click.echo(f"node {rec['node']} round {rec['round']}: accuracy {rec.get('accuracy', float('nan')):.4f}")
+
+    search = _search_dirs(data_dirs, dep.config, only=only_data_dirs)
+    host_main(dep, ids, out=Path(out) if out else None, search=search, on_record=show,
+              checkpoints=not no_checkpoints, insecure=insecure, threads=threads)
 
 
 # ---- p2pfl topology ------------------------------------------------------------------------------------

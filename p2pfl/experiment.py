@@ -294,17 +294,18 @@ def execute(
     sample_rounds: Iterable[int] | None = None,
     sample_size: int = SAMPLE_SIZE,
     plan: Plan | None = None,
+    hosts: int | None = None,
 ) -> RunResult:
     """Run ``config`` like :func:`p2pfl.launch.run`, recording weight updates in-process.
 
     Same arguments as :func:`p2pfl.launch.run` (so ``p2pfl run`` can call either); the
     update statistics land in ``result.extra["updates"]`` and ``updates.jsonl``, samples in
     ``updates/``. With ``processes=True`` or ``updates=False`` this is exactly
-    :func:`p2pfl.launch.run`.
+    :func:`p2pfl.launch.run` (so are ``hosts``, node hosts: :func:`p2pfl.host.run_hosts`).
     """
-    if processes or not updates:
+    if processes or hosts or not updates:
         return launch_run(config, out=out, processes=processes, search=search, progress=progress,
-                          overwrite=overwrite, plan=plan)
+                          overwrite=overwrite, plan=plan, hosts=hosts)
     from .launch import _write_plan  # the run folder layout is launch's; share its writer
 
     set_torch_threads(1)

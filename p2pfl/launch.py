@@ -455,8 +455,16 @@ async def run_node_async(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     checkpoints: bool = True,
     insecure: bool = False,
+    plan: Plan | None = None,
+    context: zmq.asyncio.Context | None = None,
+    executor: ThreadPoolExecutor | None = None,
+    handle_signals: bool = True,
 ) -> np.ndarray:
     """Run one node of a deployment until the experiment ends; returns its final model.
+
+    A node host (:mod:`p2pfl.host`) runs many of these in one event loop and passes what they
+    share: the ``plan``, the ZeroMQ ``context`` and the training ``executor`` (each left to
+    the caller to close), with ``handle_signals=False`` (the host handles SIGINT/SIGTERM).
 
     With ``out``, the node checkpoints every round to ``out/checkpoints`` and, started again
     with the same arguments, resumes from there (see :mod:`p2pfl.checkpoint`). SIGINT and
@@ -470,7 +478,7 @@ async def run_node_async(
     cfg = deployment.config
     if not 0 <= node_id < cfg.nodes:
         raise ConfigError("id", node_id, f"a node id in 0..{cfg.nodes - 1}")
-    plan = Plan.build(cfg, search=search)
+    plan = plan or Plan.build(cfg, search=search)
     neighbours = plan.topology.neighbours(node_id)
     listen = listen or deployment.addresses.get(node_id)
     if listen is None:
@@ -508,8 +516,9 @@ async def run_node_async(
         if on_record is not None:
             on_record(rec)
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pfl-node{node_id}")
-    ctx = zmq.asyncio.Context()
+    own_executor, own_context = executor is None, context is None
+    executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pfl-node{node_id}")
+    ctx = context or zmq.asyncio.Context()
     transport = _transport(plan, node_id, listen, ctx, curve)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -526,7 +535,7 @@ async def run_node_async(
         stopped.append(signum)
 
     handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():
         try:
             loop.add_signal_handler(sig, on_signal, sig)
             handled.append(sig)
@@ -576,8 +585,10 @@ async def run_node_async(
         if auth is not None:
             auth.stop()
         # Off the loop: both can block (a training thread finishing its batch, linger).
-        await asyncio.to_thread(ctx.term)
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        if own_context:
+            await asyncio.to_thread(ctx.term)
+        if own_executor:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         if writer is not None:
             writer.close()
         if signalled_at:
@@ -688,13 +699,25 @@ def run(
     progress: Progress | None = None,
     overwrite: bool = False,
     plan: Plan | None = None,
+    hosts: int | None = None,
 ) -> RunResult:
-    """Run a whole experiment on this machine and write its run folder (if ``out``)."""
+    """Run a whole experiment on this machine and write its run folder (if ``out``).
+
+    ``processes``: one ``p2pfl node`` process per node; ``hosts=W``: W node hosts
+    (``p2pfl node --ids``, :func:`p2pfl.host.run_hosts`); neither: every node in this process.
+    """
     set_torch_threads(1)
     plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
     out_path = prepare_out(out, overwrite=overwrite)
     if out_path is not None:
         _write_plan(out_path, plan)
+    if hosts:
+        from .host import run_hosts
+
+        if out_path is None:
+            out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))
+            _write_plan(out_path, plan)
+        return run_hosts(plan, out=out_path, hosts=hosts, progress=progress, search=search)
     if processes:
         if out_path is None:
             out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))

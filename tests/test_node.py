@@ -247,10 +247,12 @@ def test_ipc_transport_runs(make_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_inprocess_and_processes_give_identical_models(make_config, tmp_path):
+@pytest.mark.parametrize("launch_as", [{"processes": True}, {"hosts": 2}, {"hosts": 3}],
+                         ids=["processes", "workers2", "workers3"])
+def test_inprocess_and_processes_give_identical_models(make_config, tmp_path, launch_as):
     cfg = make_config(topology="ring", nodes=4, rounds=2)
     a = run(cfg, out=tmp_path / "inproc")
-    b = run(cfg, out=tmp_path / "procs", processes=True)
+    b = run(cfg, out=tmp_path / "procs", **launch_as)
     for i in range(4):
         assert np.array_equal(a.final_models[i], b.final_models[i]), i
     assert [r["accuracy"] for r in a.records] == [r["accuracy"] for r in b.records]
