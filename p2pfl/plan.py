@@ -24,7 +24,7 @@ from .data import DatasetBundle, TensorData, identity, load_dataset, partition, 
 from .errors import ConfigError
 from .models import build_model
 from .topology import Topology, build_topology, place_adversaries
-from .train import Trainer, TrainSpec, get_flat
+from .train import ModelPool, Trainer, TrainSpec, get_flat
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class Plan:
     backdoor: Backdoor | None = None  # what the adversaries train on and are measured on
     search: tuple[Path, ...] = ()  # the data search path the bundle was looked up in, in order
     data_identity: dict[str, str | int] = field(default_factory=dict)  # data.identity(bundle)
+
+    #: One torch module per thread for every trainer of this plan (see :meth:`trainer`).
+    models: ModelPool | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.data_identity:  # hashed once per plan; compared at handshake
@@ -168,10 +171,22 @@ class Plan:
             return train, val
         return shard, None
 
+    def build_module(self) -> torch.nn.Module:
+        """A fresh torch module of the run's model (initialised from the seed, like x^0)."""
+        return build_model(self.config.train.model, input_shape=self.bundle.input_shape,
+                           classes=self.bundle.train.classes, seed=self.config.seed)
+
     def trainer(self, node: int) -> Trainer:
+        """Node ``node``'s trainer. Without persistent optimizer state every trainer of the plan
+        borrows one module per thread (:attr:`models`, a :class:`~p2pfl.train.ModelPool`), so a
+        node costs its flat vectors, not a torch module; with it, the node owns a module."""
         cfg = self.config.train
-        model = build_model(cfg.model, input_shape=self.bundle.input_shape,
-                            classes=self.bundle.train.classes, seed=self.config.seed)
+        if cfg.keep_optimizer_state:
+            model: torch.nn.Module | ModelPool = self.build_module()
+        else:
+            if self.models is None:
+                self.models = ModelPool(self.build_module)
+            model = self.models
         spec = TrainSpec(epochs=max(cfg.epochs, 1), batch_size=cfg.batch_size, lr=cfg.lr,
                          optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return Trainer(model, spec, seed=node_seed(self.config.seed, node, 1),
