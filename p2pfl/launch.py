@@ -185,6 +185,7 @@ def make_node(
         speed=cfg.speed_of(node_id),
         churn=_churn_ticks(cfg, node_id),
         time_budget=cfg.time_budget,
+        keep_deltas=attack.name != "none",  # only attacks read their neighbours' last deltas
     )
 
 
