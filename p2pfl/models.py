@@ -23,6 +23,11 @@ Models
 ``"mlp"``
     For tabular inputs (any shape, flattened): ``Linear(F, 64) ReLU Dropout(0.1) Linear(64, classes)``.
 
+``"linear"``
+    Multinomial logistic regression (any input shape, flattened): ``Linear(F, classes)``;
+    7,850 parameters for 28x28 inputs and 10 classes. The smallest model, for protocol-scale
+    runs (thousands of nodes) where the model's size, not its accuracy, matters.
+
 Determinism
 -----------
 Modules are first built on the ``meta`` device (no memory, no random draws) and then
@@ -45,7 +50,7 @@ from p2pfl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("cnn", "paper-cnn", "mlp")
+MODELS = ("cnn", "paper-cnn", "mlp", "linear")
 
 _DROPOUT_STREAM = 0x5EED_D409  # mixed into the seed of a model's default dropout generator
 _FMNIST_MEAN, _FMNIST_STD = 0.2860, 0.3530  # pixel statistics of Fashion-MNIST train, in [0, 1]
@@ -187,7 +192,16 @@ def _mlp(input_shape: tuple[int, ...], classes: int) -> nn.Module:
     )
 
 
-_BUILDERS = {"cnn": _small_cnn, "paper-cnn": _paper_cnn, "mlp": _mlp}
+def _linear(input_shape: tuple[int, ...], classes: int) -> nn.Module:
+    features = math.prod(input_shape)
+    if len(input_shape) == 0 or features < 1:
+        raise ConfigError(
+            "input_shape", tuple(input_shape), "model 'linear' needs a non-empty input shape"
+        )
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, classes))
+
+
+_BUILDERS = {"cnn": _small_cnn, "paper-cnn": _paper_cnn, "mlp": _mlp, "linear": _linear}
 
 
 def _init_parameters(model: nn.Module, generator: torch.Generator) -> None:
