@@ -111,7 +111,7 @@ def _check_float(name: str, value: Any, lo: float | None = None, hi: float | Non
 
 DATASETS = ("fmnist", "adult")
 PARTITIONS = ("iid", "dirichlet", "shards")
-MODELS = ("cnn", "paper-cnn", "mlp")
+MODELS = ("cnn", "paper-cnn", "mlp", "linear")  # p2pfl.models.MODELS
 OPTIMIZERS = ("adam", "sgd")
 MIXING_RULES = ("metropolis", "uniform")
 PLACEMENTS = ("random", "central", "spread", "clustered")
