@@ -162,7 +162,12 @@ async def run_host_async(
         raise ConfigError("--ids", ids_text(ids), "one node per host with CurveZMQ keys (one ZAP handler per "
                           "process); run `p2pfl node --id I` per node")
     plan = plan or Plan.build(cfg, search=search)
-    raise_fd_limit(fds_needed(plan, ids))
+    needed = fds_needed(plan, ids)
+    soft, hard = raise_fd_limit(needed)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raise ConfigError("--ids", ids_text(ids), f"fewer nodes per host: {len(ids)} nodes need about {needed} file "
+                          f"descriptors, RLIMIT_NOFILE allows {soft} (hard {hard}); use more hosts (--workers, "
+                          "smaller --block) or raise the hard limit (ulimit -Hn)")
     ctx = zmq.asyncio.Context()
     ctx.set(zmq.MAX_SOCKETS, max(1024, 4 * len(ids) + 3 * sum(len(plan.topology.neighbours(i)) for i in ids)))
     executor = ThreadPoolExecutor(max_workers=threads or min(4, os.cpu_count() or 2),

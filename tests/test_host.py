@@ -132,3 +132,15 @@ def test_hosts_started_by_rank_match_the_inprocess_run(make_config, tmp_path):
         assert np.array_equal(np.load(out / "final" / f"node-{i}.npy"), ref.final_models[i]), i
         assert (out / "nodes" / f"node-{i}.jsonl").exists()
         assert any((out / "checkpoints").glob(f"node-{i}*")), i
+
+
+def test_a_host_past_the_descriptor_limit_says_to_use_more_hosts(make_config, monkeypatch):
+    import asyncio
+
+    from p2pfl import host
+
+    cfg = make_config(topology="ring", nodes=4, rounds=1)
+    dep = Deployment(config=cfg, addresses={i: f"tcp://127.0.0.1:{p}" for i, p in enumerate(free_tcp_ports(4))})
+    monkeypatch.setattr(host, "raise_fd_limit", lambda wanted: (64, 64))
+    with pytest.raises(ConfigError, match="more hosts"):
+        asyncio.run(host.run_host_async(dep, [0, 1, 2, 3], out=None))
