@@ -93,7 +93,8 @@ def plain_loop(plan: Plan, threads: int, *, nodes: int | None = None, rounds: in
 
 def pick_threads(plan: Plan, reps: int = 3) -> tuple[int, dict[str, float]]:
     """Torch thread count of the fastest plain loop, from a probe on two shards, one round."""
-    counts = sorted({1, max(1, os.cpu_count() or 1)})
+    forced = os.environ.get("P2PFL_BENCH_PLAIN_THREADS")  # a busy shared machine: pin it (e.g. 1)
+    counts = [int(forced)] if forced else sorted({1, max(1, os.cpu_count() or 1)})
     cases = {str(c): (lambda c=c: plain_loop(plan, c, nodes=2, rounds=1)) for c in counts}
     times = interleaved(cases, reps, warmup=0)
     probe = {f"{k} thread(s)": round(median(v), 3) for k, v in times.items()}
