@@ -201,7 +201,7 @@ class Plan:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "topology": self.topology.describe(),
+            "topology": describe_topology(self.topology),
             "adversaries": list(self.adversaries),
             "data": self.bundle.source,
             "data_identity": dict(self.data_identity),
@@ -213,6 +213,24 @@ class Plan:
             "params": self.dim,
             "shard_sizes": [int(len(s)) for s in self.shards],
         }
+
+
+#: Largest graph whose diameter (all-pairs BFS) and spectral gap (a dense eigendecomposition,
+#: O(n^3): 50 s at 2,000 nodes on this machine, hours at 10,000) go into plan.json.
+DESCRIBE_EXACT_MAX = 1000
+
+
+def describe_topology(topo: Topology) -> dict[str, Any]:
+    """:meth:`Topology.describe`, without the diameter and spectral gap above
+    :data:`DESCRIBE_EXACT_MAX` nodes (``None`` there, and a note saying why)."""
+    if topo.n <= DESCRIBE_EXACT_MAX:
+        return topo.describe()
+    degrees = np.array([len(topo.neighbours(i)) for i in range(topo.n)])
+    return {"name": topo.name, "n": topo.n, "edges": len(topo.edges), "degree_min": int(degrees.min()),
+            "degree_mean": float(degrees.mean()), "degree_max": int(degrees.max()), "diameter": None,
+            "spectral_gap": None,
+            "note": f"diameter and spectral gap are computed up to {DESCRIBE_EXACT_MAX} nodes "
+                    "(`p2pfl topology show` computes them for any size)"}
 
 
 def _adversaries(cfg: RunConfig, topo: Topology) -> tuple[int, ...]:
