@@ -242,7 +242,7 @@ def table_md(points: list[dict[str, Any]]) -> str:
         graph = "ring" if p["topology"] == "ring" else "random 4-regular"
         if "error" in p:
             rows.append(f"| {graph} | {p['nodes']:,} | {'on' if p['training'] else 'off'} | | {p['rounds']} | "
-                        f"failed: {p['error'].splitlines()[0][:60]} | | | | | | |")
+                        f"{p['error'].splitlines()[0][:200]} | | | | | | |")
             continue
         model = f"{p['model']} ({p['model_bytes'] / 1024:.0f} KiB)"
         done = "" if p["completed"] else " (incomplete)"
