@@ -1,6 +1,7 @@
 """Run every benchmark (or some, with --only), write the JSON files and the results table.
 
-    python -m benchmarks            # everything, under 15 minutes on 2 cores
+    python -m benchmarks            # everything: 15 minutes on 2 cores, plus the hosts group
+                                    # (1,000 and 10,000 nodes: about an hour on 2 shared cores)
     python -m benchmarks --quick    # fewer reps, rounds and points, under 3 minutes
     python -m benchmarks --only transport,filter
 
@@ -18,7 +19,7 @@ import time
 
 from ._common import RESULTS, Result, environment, load_average, log, table
 
-ORDER = ("transport", "filter", "overhead", "scale")
+ORDER = ("transport", "filter", "overhead", "scale", "hosts")
 
 
 def main(argv: list[str] | None = None) -> int:

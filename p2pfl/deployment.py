@@ -154,8 +154,16 @@ async def run_node_async(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     checkpoints: bool = True,
     insecure: bool = False,
+    plan: Plan | None = None,
+    context: zmq.asyncio.Context | None = None,
+    executor: ThreadPoolExecutor | None = None,
+    handle_signals: bool = True,
 ) -> np.ndarray:
     """Run one node of a deployment until the experiment ends; returns its final model.
+
+    A node host (:mod:`p2pfl.host`) runs many of these in one event loop and passes what they
+    share: the ``plan``, the ZeroMQ ``context`` and the training ``executor`` (each left to
+    the caller to close), with ``handle_signals=False`` (the host handles SIGINT/SIGTERM).
 
     With ``out``, the node checkpoints every round to ``out/checkpoints`` and, started again
     with the same arguments, resumes from there (see :mod:`p2pfl.checkpoint`). SIGINT and
@@ -169,7 +177,7 @@ async def run_node_async(
     cfg = deployment.config
     if not 0 <= node_id < cfg.nodes:
         raise ConfigError("id", node_id, f"a node id in 0..{cfg.nodes - 1}")
-    plan = Plan.build(cfg, search=search)
+    plan = plan or Plan.build(cfg, search=search)
     neighbours = plan.topology.neighbours(node_id)
     listen = listen or deployment.addresses.get(node_id)
     if listen is None:
@@ -216,8 +224,9 @@ async def run_node_async(
         if on_record is not None:
             on_record(rec)
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pfl-node{node_id}")
-    ctx = zmq.asyncio.Context()
+    own_executor, own_context = executor is None, context is None
+    executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"p2pfl-node{node_id}")
+    ctx = context or zmq.asyncio.Context()
     transport = transport_for(plan, node_id, listen, ctx, curve)
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -234,7 +243,7 @@ async def run_node_async(
         stopped.append(signum)
 
     handled = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():
         try:
             loop.add_signal_handler(sig, on_signal, sig)
             handled.append(sig)
@@ -291,8 +300,10 @@ async def run_node_async(
         if auth is not None:
             auth.stop()
         # Off the loop: both can block (a training thread finishing its batch, linger).
-        await asyncio.to_thread(ctx.term)
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        if own_context:
+            await asyncio.to_thread(ctx.term)
+        if own_executor:
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         if writer is not None:
             writer.close()
         if signalled_at:

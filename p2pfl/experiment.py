@@ -272,6 +272,7 @@ class Experiment:
         plots: bool | None = None,
         hooks: Sequence[RunHook] = (),
         tensorboard: str | Path | None = None,
+        hosts: int | None = None,
     ) -> ExperimentResult:
         """Run on this machine (:func:`p2pfl.launch.run`); with ``out``, write the run folder
         (and its plots unless ``plots=False``). ``data_dir``: where data sets are looked up
@@ -280,7 +281,8 @@ class Experiment:
         (in-process runs, :mod:`p2pfl.updates`). ``hooks``: your own
         :class:`~p2pfl.launch.RunHook` objects (given the plan, every node before it starts
         in in-process runs, and the result). ``tensorboard``: a folder for TensorBoard event
-        files (default: the ``tensorboard`` setting).
+        files (default: the ``tensorboard`` setting). ``hosts=W``: run the nodes in W node
+        hosts (OS processes, ``p2pfl run --workers W``) instead of this process.
 
         Raises
         ------
@@ -288,7 +290,7 @@ class Experiment:
             ``processes=True`` with a model or data set given as a Python object that node
             processes cannot import.
         """
-        if processes and self.objects:
+        if (processes or hosts) and self.objects:
             keys = ", ".join(f"{k}={self.config.train.model if k == 'model' else self.config.data.dataset}"
                              for k in self.objects)
             raise ConfigError("processes", True, f"an in-process run: {keys} is a Python object that `p2pfl node` "
@@ -301,7 +303,8 @@ class Experiment:
                               dataset=self.objects.get("dataset"))
         hooks = [*([RecordUpdates()] if updates else []), *hooks]
         result = run(self.config, out=out, search=search, progress=progress, overwrite=overwrite,
-                     processes=processes, hooks=hooks, plan=plan, tensorboard=tensorboard)
+                     processes=processes, hooks=hooks, plan=plan, tensorboard=tensorboard,
+                     hosts=hosts)
         wrapped = ExperimentResult(result)
         if result.out is not None and (plots is None or plots):
             wrapped.plot()

@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,50 +33,17 @@ import zmq.asyncio
 
 from .config import RunConfig
 from .deployment import Deployment, free_tcp_ports, run_node_async
-from .metrics import MetricsWriter, read_records, write_summary
+from .errors import ConfigError
+from .metrics import MetricsWriter, read_records
 from .node import Node
 from .plan import Plan, set_torch_threads
-from .runfolder import SUMMARY_FILE, prepare_out, run_summary, write_final, write_plan
+from .runfolder import Progress, RunResult, finish_run, prepare_out, write_plan
 from .transport import Transport
 from .wiring import make_node, reopener, transport_for
 
 log = logging.getLogger(__name__)
 
 _transport = transport_for  # the name tests/test_faults.py imports
-
-Progress = Callable[[Mapping[str, Any]], None]
-
-
-@dataclass
-class RunResult:
-    """What a finished run leaves behind (also on disk in ``out``)."""
-
-    config: RunConfig
-    summary: dict[str, Any]
-    records: list[dict[str, Any]]
-    final_models: dict[int, np.ndarray]
-    adversaries: tuple[int, ...]
-    out: Path | None
-    wall_time: float
-    data_source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def final(self) -> dict[str, Any]:
-        return self.summary.get("final", {})
-
-
-# ---- run folders (layout: p2pfl.runfolder) -----------------------------------------------------
-def _finish(out: Path | None, plan: Plan, records: list[dict[str, Any]],
-            models: dict[int, np.ndarray], wall: float) -> dict[str, Any]:
-    summary = run_summary(records, plan.topology, plan.adversaries, mode=plan.config.mode,
-                          extra={"wall_time": round(wall, 3), "data": plan.bundle.source,
-                                 "adversaries": list(plan.adversaries), "params": plan.dim})
-    if out is not None:
-        write_summary(out / SUMMARY_FILE, summary)
-        write_final(out, models)
-    return summary
-
 
 class RunHook:
     """Something that watches a run of :func:`run` in this process, e.g. the weight-update
@@ -177,7 +143,7 @@ async def run_inprocess_async(
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
     wall = time.perf_counter() - started
-    summary = _finish(out, plan, records, models, wall)
+    summary = finish_run(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
                      adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source)
 
@@ -275,7 +241,7 @@ def run_processes(
             writer.write(rec)
     models = {i: np.load(out / "final" / f"node-{i}.npy") for i in range(cfg.nodes)}
     wall = time.perf_counter() - started
-    summary = _finish(out, plan, records, models, wall)
+    summary = finish_run(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
                      adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source,
                      extra={"restarts": restarts} if restarts else {})
@@ -307,13 +273,15 @@ def run(
     workers: int | None = None,
     hooks: Sequence[RunHook] = (),
     tensorboard: str | os.PathLike | bool | None = None,
+    hosts: int | None = None,
 ) -> RunResult:
     """Run a whole experiment on this machine and write its run folder (if ``out``).
 
     The one function that runs an experiment: ``p2pfl run``, :meth:`p2pfl.Experiment.run`
     and every sweep cell call it. All nodes run in this process (an asyncio task each, on
-    real sockets; ``workers`` training threads), or with ``processes`` one ``p2pfl node``
-    process per node. ``search`` is the data search path, ``plan`` a plan already built from
+    real sockets; ``workers`` training threads), with ``processes`` one ``p2pfl node``
+    process per node, or with ``hosts=W`` W node hosts (``p2pfl node --ids``,
+    :func:`p2pfl.host.run_hosts`; ``p2pfl run --workers W``). ``search`` is the data search path, ``plan`` a plan already built from
     ``config`` (else it is built here, before anything is written), ``progress`` gets every
     record as it arrives, and ``hooks`` (:class:`RunHook`) watch the run. ``tensorboard``
     (default: ``config.report.tensorboard``): also write every record as TensorBoard scalars
@@ -327,11 +295,14 @@ def run(
 
         with TensorBoardWriter(tb_dir) as tb:  # fails (package missing) before the run starts
             result = run(config, out=out, processes=processes, search=search, progress=tb.progress(progress),
-                         overwrite=overwrite, plan=plan, workers=workers, hooks=hooks, tensorboard=False)
+                         overwrite=overwrite, plan=plan, workers=workers, hooks=hooks, tensorboard=False,
+                         hosts=hosts)
         result.extra["tensorboard"] = str(tb_dir)
         return result
     out_path = prepare_out(out, overwrite=overwrite)
-    if processes and out_path is None:
+    if processes and hosts:
+        raise ConfigError("workers", hosts, "either node hosts (--workers) or one process per node (--processes)")
+    if (processes or hosts) and out_path is None:
         out_path = Path(tempfile.mkdtemp(prefix="p2pfl-run-"))
     if out_path is not None:
         write_plan(out_path, plan)
@@ -339,7 +310,11 @@ def run(
         hook.start(plan, out_path)
     result = None
     try:
-        if processes:
+        if hosts:
+            from .host import run_hosts
+
+            result = run_hosts(plan, out=out_path, hosts=hosts, progress=progress, search=search)
+        elif processes:
             result = run_processes(plan, out=out_path, progress=progress, search=search)
         else:
             def configure(node: Node) -> None:

@@ -41,6 +41,10 @@ parameters and map a batch ``(B, *input_shape)`` to logits ``(B, classes)``. Eve
 its masks come from the node's own generator (bit-reproducible under threads). Only
 parameters are gossiped: buffers (BatchNorm running statistics) stay local to each node,
 and a warning says so.
+``"linear"``
+    Multinomial logistic regression (any input shape, flattened): ``Linear(F, classes)``;
+    7,850 parameters for 28x28 inputs and 10 classes. The smallest model, for protocol-scale
+    runs (thousands of nodes) where the model's size, not its accuracy, matters.
 
 Determinism
 -----------
@@ -76,7 +80,7 @@ from p2pfl.imports import (
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("cnn", "paper-cnn", "mlp")
+MODELS = ("cnn", "paper-cnn", "mlp", "linear")
 
 #: The documented signature of a user's model factory (quoted in error messages).
 FACTORY_SIGNATURE = "factory(input_shape, classes, seed) -> torch.nn.Module"
@@ -225,7 +229,16 @@ def _mlp(input_shape: tuple[int, ...], classes: int) -> nn.Module:
     )
 
 
-_BUILDERS = {"cnn": _small_cnn, "paper-cnn": _paper_cnn, "mlp": _mlp}
+def _linear(input_shape: tuple[int, ...], classes: int) -> nn.Module:
+    features = math.prod(input_shape)
+    if len(input_shape) == 0 or features < 1:
+        raise ConfigError(
+            "input_shape", tuple(input_shape), "model 'linear' needs a non-empty input shape"
+        )
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, classes))
+
+
+_BUILDERS = {"cnn": _small_cnn, "paper-cnn": _paper_cnn, "mlp": _mlp, "linear": _linear}
 
 
 def _init_parameters(model: nn.Module, generator: torch.Generator) -> None:

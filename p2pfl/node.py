@@ -135,6 +135,9 @@ class Node(AsyncMode):
         Network settings: timeouts, window, compression, grace periods, limits.
     data_identity, data_difference:
         What this node's data is, compared at the handshake (see :mod:`p2pfl.protocol`).
+    keep_deltas:
+        Keep every neighbour's last delta for the behaviour's view (``last_deltas``); a node
+        whose behaviour never reads it (honest) saves a model size per neighbour.
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class Node(AsyncMode):
         time_budget: float = 0.0,
         reopen: Callable[[], Transport] | None = None,
         timing: AnnounceTiming | None = None,
+        keep_deltas: bool = True,
     ) -> None:
         net = net or NetConfig()
         self.net = net
@@ -239,7 +243,7 @@ class Node(AsyncMode):
             max_abs=net.max_abs, config_digest=config_digest, settings=settings,
             data_identity=data_identity, data_difference=data_difference,
             seq=time.time_ns(),  # strictly increasing across restarts of this node
-            asynchronous=self.asynchronous,
+            asynchronous=self.asynchronous, keep_last_delta=keep_deltas,
         )
         self.x = (x0 if x_init is None else np.asarray(x_init, dtype=np.float32)).copy()
         self.history: list[dict[str, Any]] = []

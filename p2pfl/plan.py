@@ -39,7 +39,7 @@ from .models import (
     num_params,
 )
 from .topology import Topology, build_topology, place_adversaries
-from .train import Trainer, TrainSpec, get_flat
+from .train import ModelPool, Trainer, TrainSpec, get_flat
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,10 @@ class Plan:
     search: tuple[Path, ...] = ()  # the data search path the bundle was looked up in, in order
     data_identity: dict[str, str | int] = field(default_factory=dict)  # data.identity(bundle)
     model_source: ModelSource | None = None  # a Python model object given to build(); None: config.train.model
+
+    #: One torch module per thread for every trainer of this plan (see :meth:`trainer`).
+    models: ModelPool | None = field(default=None, repr=False, compare=False)
+    _poolable: bool | None = field(default=None, repr=False, compare=False)  # the model has no buffers
 
     def __post_init__(self) -> None:
         if not self.data_identity:  # hashed once per plan; compared at handshake
@@ -218,15 +222,31 @@ class Plan:
             return train, val
         return shard, None
 
-    def trainer(self, node: int) -> Trainer:
-        cfg = self.config.train
-        source = self.model_source if self.model_source is not None else cfg.model
+    def build_module(self) -> torch.nn.Module:
+        """A fresh torch module of the run's model (initialised from the seed, like x^0)."""
+        source = self.model_source if self.model_source is not None else self.config.train.model
         model = build_model(source, input_shape=self.bundle.input_shape,
                             classes=self.bundle.train.classes, seed=self.config.seed)
         if num_params(model) != self.dim:
             raise ConfigError("train.model", describe_model(source),
                               f"a factory that builds the same model every time; it built {self.dim} "
                               f"parameters for x0, then {num_params(model)}")
+        return model
+
+    def trainer(self, node: int) -> Trainer:
+        """Node ``node``'s trainer. Without persistent optimizer state every trainer of the plan
+        borrows one module per thread (:attr:`models`, a :class:`~p2pfl.train.ModelPool`), so a
+        node costs its flat vectors, not a torch module; with it, the node owns a module."""
+        cfg = self.config.train
+        if self.models is None and not cfg.keep_optimizer_state and self._poolable is None:
+            # a shared module is only bit-identical when the flat vector is the whole state
+            self._poolable = not any(True for _ in self.build_module().buffers())
+        if cfg.keep_optimizer_state or not self._poolable:
+            model: torch.nn.Module | ModelPool = self.build_module()
+        else:
+            if self.models is None:
+                self.models = ModelPool(self.build_module)
+            model = self.models
         spec = TrainSpec(epochs=max(cfg.epochs, 1), batch_size=cfg.batch_size, lr=cfg.lr,
                          optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         return Trainer(model, spec, seed=node_seed(self.config.seed, node, 1),
@@ -241,7 +261,7 @@ class Plan:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "topology": self.topology.describe(),
+            "topology": describe_topology(self.topology),
             "adversaries": list(self.adversaries),
             "data": self.bundle.source,
             "data_identity": dict(self.data_identity),
@@ -253,6 +273,24 @@ class Plan:
             "params": self.dim,
             "shard_sizes": [int(len(s)) for s in self.shards],
         }
+
+
+#: Largest graph whose diameter (all-pairs BFS) and spectral gap (a dense eigendecomposition,
+#: O(n^3): 50 s at 2,000 nodes on this machine, hours at 10,000) go into plan.json.
+DESCRIBE_EXACT_MAX = 1000
+
+
+def describe_topology(topo: Topology) -> dict[str, Any]:
+    """:meth:`Topology.describe`, without the diameter and spectral gap above
+    :data:`DESCRIBE_EXACT_MAX` nodes (``None`` there, and a note saying why)."""
+    if topo.n <= DESCRIBE_EXACT_MAX:
+        return topo.describe()
+    degrees = np.array([len(topo.neighbours(i)) for i in range(topo.n)])
+    return {"name": topo.name, "n": topo.n, "edges": len(topo.edges), "degree_min": int(degrees.min()),
+            "degree_mean": float(degrees.mean()), "degree_max": int(degrees.max()), "diameter": None,
+            "spectral_gap": None,
+            "note": f"diameter and spectral gap are computed up to {DESCRIBE_EXACT_MAX} nodes "
+                    "(`p2pfl topology show` computes them for any size)"}
 
 
 def _adversaries(cfg: RunConfig, topo: Topology) -> tuple[int, ...]:

@@ -210,9 +210,13 @@ class GossipProtocol:
         data_difference: Callable[[Any, Mapping[str, Any], int], str] | None = None,
         seq: int = 0,
         asynchronous: bool = False,
+        keep_last_delta: bool = True,
     ) -> None:
         self.id = node_id
         self.asynchronous = asynchronous
+        #: Keep each neighbour's last delta (:attr:`Peer.last_delta`, a model size per neighbour,
+        #: read by attacks through NodeView.last_deltas); off for nodes that never read it.
+        self.keep_last_delta = keep_last_delta
         self.exp_id = exp_id
         self.neighbours = tuple(sorted(neighbours))
         self.window = window
@@ -597,7 +601,9 @@ class GossipProtocol:
             peer.round = nxt.round
             peer.gap_since = None
             peer.last_seq = max(peer.last_seq, nxt.seq)
-            if "delta" in nxt.tensors:
+            if not self.keep_last_delta:
+                pass
+            elif "delta" in nxt.tensors:
                 peer.last_delta = nxt.tensors["delta"]
             else:
                 dense = np.zeros(self.dim, dtype=np.float32)

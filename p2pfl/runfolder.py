@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import RunConfig
 from .errors import ConfigError
-from .metrics import summarize
+from .metrics import summarize, write_summary
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -39,6 +41,40 @@ RUNS_DIR = "runs"
 
 
 # ---- run folders ---------------------------------------------------------------------------------
+Progress = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves behind (also on disk in ``out``)."""
+
+    config: RunConfig
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+    final_models: dict[int, np.ndarray]
+    adversaries: tuple[int, ...]
+    out: Path | None
+    wall_time: float
+    data_source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.summary.get("final", {})
+
+
+def finish_run(out: Path | None, plan: Plan, records: list[dict[str, Any]],
+               models: dict[int, np.ndarray], wall: float) -> dict[str, Any]:
+    """The run summary of a finished run (written with the final models when ``out``)."""
+    summary = run_summary(records, plan.topology, plan.adversaries, mode=plan.config.mode,
+                          extra={"wall_time": round(wall, 3), "data": plan.bundle.source,
+                                 "adversaries": list(plan.adversaries), "params": plan.dim})
+    if out is not None:
+        write_summary(out / SUMMARY_FILE, summary)
+        write_final(out, models)
+    return summary
+
+
 def prepare_out(out: str | Path | None, *, overwrite: bool = False) -> Path | None:
     """Create the run folder; refuse to mix a new run into an existing one."""
     if out is None:
@@ -108,5 +144,5 @@ def load_sweep(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     return manifest, cells
 
 
-__all__ = ["MANIFEST", "RUNS_DIR", "is_sweep", "load_sweep", "prepare_out", "run_summary", "write_final",
+__all__ = ["MANIFEST", "RUNS_DIR", "Progress", "RunResult", "finish_run", "is_sweep", "load_sweep", "prepare_out", "run_summary", "write_final",
            "write_plan"]

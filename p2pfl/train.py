@@ -138,6 +138,36 @@ class Evaluation:
     n: int
 
 
+class ModelPool:
+    """One torch module per thread, shared by every :class:`Trainer` of a process.
+
+    A node that is not training needs no module of its own: its model is the flat vector.
+    Trainers built on a pool borrow the calling thread's module for each call, load their
+    parameters into it (:func:`set_flat` overwrites every parameter; the models here have
+    no buffers) and point its dropout layers at their own generator, so results are
+    bit-identical to a module per trainer. Grads are cleared on every hand-out. Only for
+    trainers without persistent optimizer state (``keep_optimizer_state=False``): a kept
+    optimizer holds references to one module's parameters.
+
+    ``build`` makes a module (called once per thread that trains, evaluates or attacks).
+    """
+
+    def __init__(self, build: Callable[[], nn.Module]) -> None:
+        self._build = build
+        self._local = threading.local()
+        self.built = 0  # modules made so far (one per thread that asked)
+
+    def get(self, generator: torch.Generator) -> nn.Module:
+        """This thread's module, grads cleared, dropout drawing from ``generator``."""
+        model = getattr(self._local, "model", None)
+        if model is None:
+            model = self._local.model = self._build()
+            self.built += 1
+        model.zero_grad(set_to_none=True)
+        set_dropout_generator(model, generator)
+        return model
+
+
 class Interrupted(RuntimeError):
     """Training was stopped from another thread (:attr:`Trainer.stop`)."""
 
@@ -152,8 +182,9 @@ class Trainer:
     Parameters
     ----------
     model
-        The node's own model instance (not shared with other trainers); its dropout layers
-        are pointed at the trainer's generator.
+        The node's own model instance (not shared with other trainers; its dropout layers
+        are pointed at the trainer's generator), or a :class:`ModelPool` whose per-thread
+        module the trainer borrows for each call (not with ``keep_optimizer_state``).
     spec
         Training hyper-parameters.
     seed
@@ -166,7 +197,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | ModelPool,
         spec: TrainSpec,
         *,
         seed: int,
@@ -174,12 +205,16 @@ class Trainer:
     ) -> None:
         if not _is_int(seed) or seed < 0:
             raise ConfigError("seed", seed, "a non-negative integer")
-        self.model = model
+        if isinstance(model, ModelPool) and keep_optimizer_state:
+            raise ValueError("keep_optimizer_state needs the trainer's own module, not a ModelPool")
+        self._pool = model if isinstance(model, ModelPool) else None
+        self._model = None if isinstance(model, ModelPool) else model
         self.spec = spec
         self.seed = int(seed)
         self.keep_optimizer_state = keep_optimizer_state
         self.generator = torch.Generator().manual_seed(self.seed)
-        set_dropout_generator(model, self.generator)
+        if self._model is not None:
+            set_dropout_generator(self._model, self.generator)
         self._optimizer: torch.optim.Optimizer | None = None
         #: Optimizer steps taken by the last :meth:`train` call.
         self.last_steps = 0
@@ -187,16 +222,25 @@ class Trainer:
         #: :class:`Interrupted`); a node stopping on Ctrl-C does not wait for a whole epoch.
         self.stop = threading.Event()
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    @property
+    def model(self) -> nn.Module:
+        """The module to compute with: the trainer's own, or this thread's pooled one (borrow it
+        once per call: each access hands the pooled module out again)."""
+        if self._pool is not None:
+            return self._pool.get(self.generator)
+        assert self._model is not None
+        return self._model
+
+    def _make_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         s = self.spec
-        params = list(self.model.parameters())
+        params = list((model or self.model).parameters())
         if s.optimizer == "adam":
             return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
-    def _get_optimizer(self) -> torch.optim.Optimizer:
+    def _get_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if not self.keep_optimizer_state:
-            return self._make_optimizer()
+            return self._make_optimizer(model)
         if self._optimizer is None:
             self._optimizer = self._make_optimizer()
         return self._optimizer
@@ -260,21 +304,22 @@ class Trainer:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         if len(data) == 0:
             raise ValueError("cannot train on an empty data set")
-        set_flat(self.model, x)
-        self.model.train()
-        optimizer = self._get_optimizer()
+        model = self.model
+        set_flat(model, x)
+        model.train()
+        optimizer = self._get_optimizer(model)
         taken = 0
         for idx in self._batches(len(data), epochs, steps):
             xb, yb = data.x[idx], data.y[idx]
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(xb), yb)
+            loss = F.cross_entropy(model(xb), yb)
             if extra_loss is not None:
-                loss = loss + extra_loss(self.model)
+                loss = loss + extra_loss(model)
             loss.backward()
             optimizer.step()
             taken += 1
         self.last_steps = taken
-        return get_flat(self.model)
+        return get_flat(model)
 
     @torch.no_grad()
     def evaluate(self, x: np.ndarray, data: TensorData, *, batch_size: int = 256) -> Evaluation:
@@ -282,13 +327,14 @@ class Trainer:
         n = len(data)
         if n == 0:
             return Evaluation(accuracy=math.nan, loss=math.nan, n=0)
-        set_flat(self.model, x)
-        self.model.eval()
+        model = self.model
+        set_flat(model, x)
+        model.eval()
         correct = 0
         total_loss = 0.0
         for start in range(0, n, batch_size):
             xb, yb = data.x[start : start + batch_size], data.y[start : start + batch_size]
-            logits = self.model(xb)
+            logits = model(xb)
             total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(dim=1) == yb).sum())
         return Evaluation(accuracy=correct / n, loss=total_loss / n, n=n)
@@ -298,12 +344,13 @@ class Trainer:
         self, x: np.ndarray, inputs: torch.Tensor, *, batch_size: int = 256
     ) -> np.ndarray:
         """Class probabilities ``(N, classes)`` of parameters ``x`` on a batch of inputs."""
-        set_flat(self.model, x)
-        self.model.eval()
+        model = self.model
+        set_flat(model, x)
+        model.eval()
         out = [
-            torch.softmax(self.model(inputs[start : start + batch_size]), dim=1)
+            torch.softmax(model(inputs[start : start + batch_size]), dim=1)
             for start in range(0, inputs.shape[0], batch_size)
-        ] or [torch.softmax(self.model(inputs), dim=1)]
+        ] or [torch.softmax(model(inputs), dim=1)]
         return torch.cat(out).numpy()
 
     def state_dict(self) -> dict[str, Any]:
@@ -320,4 +367,4 @@ class Trainer:
             self._optimizer.load_state_dict(opt_state)
 
 
-__all__ = ["OPTIMIZERS", "Evaluation", "Interrupted", "TrainSpec", "Trainer", "get_flat", "set_flat"]
+__all__ = ["OPTIMIZERS", "Evaluation", "Interrupted", "ModelPool", "TrainSpec", "Trainer", "get_flat", "set_flat"]

@@ -97,6 +97,7 @@ def make_node(
         churn=_churn_ticks(cfg, node_id),
         time_budget=cfg.time_budget,
         timing=timing,
+        keep_deltas=attack.name != "none",  # only attacks read their neighbours' last deltas
     )
 
 

@@ -247,10 +247,12 @@ def test_ipc_transport_runs(make_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_inprocess_and_processes_give_identical_models(make_config, tmp_path):
+@pytest.mark.parametrize("launch_as", [{"processes": True}, {"hosts": 2}, {"hosts": 3}],
+                         ids=["processes", "workers2", "workers3"])
+def test_inprocess_and_processes_give_identical_models(make_config, tmp_path, launch_as):
     cfg = make_config(topology="ring", nodes=4, rounds=2)
     a = run(cfg, out=tmp_path / "inproc")
-    b = run(cfg, out=tmp_path / "procs", processes=True)
+    b = run(cfg, out=tmp_path / "procs", **launch_as)
     for i in range(4):
         assert np.array_equal(a.final_models[i], b.final_models[i]), i
     assert [r["accuracy"] for r in a.records] == [r["accuracy"] for r in b.records]
@@ -283,3 +285,17 @@ def test_eval_every_skips_evaluation_but_never_the_last_round(make_config):
     evaluated = sorted({r["round"] for r in result.records if "accuracy" in r})
     assert evaluated == [2, 3]
     assert [r["round"] for r in result.summary["rounds"] if "accuracy_mean" in r] == [2, 3]
+
+
+def test_only_attackers_keep_their_neighbours_last_deltas(make_config):
+    # Arrange: one gaussian attacker on a ring; honest nodes never read last_deltas
+    cfg = make_config(topology="ring", nodes=4, rounds=2, adversaries=1, **{"attack.name": "gaussian",
+                                                                              "train.epochs": 0})
+    plan = Plan.build(cfg)
+    nodes: list[Node] = []
+    # Act
+    asyncio.run(run_inprocess_async(plan, keep_nodes=nodes))
+    # Assert: a model size per neighbour saved on every honest node, kept on the attacker
+    for node in nodes:
+        kept = [p.last_delta is not None for p in node.peers.values()]
+        assert all(kept) if node.id in plan.adversaries else not any(kept), (node.id, kept)

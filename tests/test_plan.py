@@ -139,3 +139,23 @@ def test_processes_run_uses_the_parents_data_in_every_node(tmp_path: Path,
         assert "embedded" not in log
     plan = json.loads((tmp_path / "procs" / "plan.json").read_text())
     assert plan["data_identity"]["source"] == "full"
+
+
+def test_trainers_share_one_module_per_thread_unless_optimizer_state_is_kept(make_config) -> None:
+    plan = Plan.build(make_config(nodes=4))
+    trainers = [plan.trainer(i) for i in range(4)]
+    assert plan.models is not None and all(t.model is trainers[0].model for t in trainers)
+    kept = Plan.build(make_config(nodes=4, **{"train.keep_optimizer_state": True}))
+    a, b = kept.trainer(0), kept.trainer(1)
+    assert kept.models is None and a.model is not b.model
+
+
+def test_large_plans_describe_their_graph_without_the_cubic_quantities() -> None:
+    from p2pfl.plan import DESCRIBE_EXACT_MAX, describe_topology
+    from p2pfl.topology import build_topology
+
+    small, large = build_topology("ring", 10, seed=0), build_topology("ring", DESCRIBE_EXACT_MAX + 1, seed=0)
+    assert describe_topology(small) == small.describe()
+    desc = describe_topology(large)
+    assert desc["spectral_gap"] is None and desc["diameter"] is None and "note" in desc
+    assert (desc["n"], desc["edges"], desc["degree_min"], desc["degree_max"]) == (DESCRIBE_EXACT_MAX + 1,) * 2 + (2, 2)

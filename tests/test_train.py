@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from p2pfl.data import TensorData, load_dataset
 from p2pfl.errors import ConfigError
 from p2pfl.models import build_model, num_params
-from p2pfl.train import Trainer, TrainSpec, get_flat, set_flat
+from p2pfl.train import ModelPool, Trainer, TrainSpec, get_flat, set_flat
 
 IMAGE = (1, 28, 28)
 
@@ -264,3 +265,46 @@ def test_bad_train_spec_is_a_config_error_naming_the_field(kwargs: dict, field: 
 
     assert info.value.field == field
     assert str(info.value).startswith(field + ":")
+
+
+# ----------------------------------------------------------------------------- shared modules
+
+
+def test_trainers_on_a_model_pool_match_trainers_with_their_own_modules(
+    fmnist: tuple[TensorData, TensorData],
+) -> None:
+    """Three nodes' trainers borrowing one module per thread (interleaved rounds, two threads)
+    give bit-identical vectors to three trainers that each own a module."""
+    train, test = fmnist
+    shards = [train.subset(np.arange(k, len(train), 3)) for k in range(3)]
+    x0 = get_flat(build_model("cnn", input_shape=IMAGE, classes=10, seed=0))
+    spec = TrainSpec(epochs=1, batch_size=16)
+
+    def own(k: int) -> Trainer:
+        return Trainer(build_model("cnn", input_shape=IMAGE, classes=10, seed=0), spec, seed=k)
+
+    pool = ModelPool(lambda: build_model("cnn", input_shape=IMAGE, classes=10, seed=0))
+    owned = [own(k) for k in range(3)]
+    pooled = [Trainer(pool, spec, seed=k) for k in range(3)]
+
+    def rounds(trainers: list[Trainer]) -> list[np.ndarray]:
+        xs = [x0] * 3
+        for r in range(2):
+            with ThreadPoolExecutor(max_workers=2) as ex:  # nodes in any order on any thread
+                order = [2, 0, 1] if r else [0, 1, 2]
+                done = {k: ex.submit(trainers[k].train, xs[k], shards[k]) for k in order}
+            xs = [done[k].result() for k in range(3)]
+        return xs
+
+    expected, got = rounds(owned), rounds(pooled)
+
+    for k in range(3):
+        assert np.array_equal(expected[k], got[k]), k
+    assert 1 <= pool.built <= 4  # at most one module per thread that trained (2 pools of 2)
+    assert pooled[0].evaluate(got[0], test) == owned[0].evaluate(expected[0], test)
+
+
+def test_a_model_pool_refuses_kept_optimizer_state() -> None:
+    pool = ModelPool(_mlp)
+    with pytest.raises(ValueError, match="keep_optimizer_state"):
+        Trainer(pool, TrainSpec(), seed=0, keep_optimizer_state=True)

@@ -28,6 +28,14 @@ from ._common import search_path
 @click.option("--id", "node_id", type=int, default=None, help="This node's id.")
 @click.option("--id-from-env", default=None, metavar="VAR",
               help="Read the id from an environment variable (SLURM_PROCID, OMPI_COMM_WORLD_RANK).")
+@click.option("--ids", "ids_spec", default=None, metavar="IDS",
+              help="Run a block of nodes in this process (a node host), e.g. 0-49 or 0-9,20-29.")
+@click.option("--ids-from-env", default=None, metavar="VAR",
+              help="Node host: take the rank from an environment variable (SLURM_PROCID) and run "
+                   "its block of --block nodes (rank r runs r*block .. r*block+block-1).")
+@click.option("--block", type=int, default=None, help="Nodes per rank with --ids-from-env.")
+@click.option("--threads", type=int, default=None, help="Node host: training threads (default: CPUs, at most 4).")
+@click.option("--no-checkpoints", is_flag=True, help="Do not checkpoint every round (no resume).")
 @click.option("--listen", default=None, help="Bind here instead of this node's deployment address (e.g. tcp://0.0.0.0:7000).")
 @click.option("--peer", "peers", multiple=True, metavar="ID=ADDR",
               help="A neighbour's address, e.g. 3=10.0.0.4:7000 (overrides the deployment file).")
@@ -46,7 +54,8 @@ from ._common import search_path
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def node(deployment: str | None, config_file: str | None, node_id: int | None, id_from_env: str | None,
-         listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
+         ids_spec: str | None, ids_from_env: str | None, block: int | None, threads: int | None,
+         no_checkpoints: bool, listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
          data_dirs: tuple[str, ...], only_data_dirs: bool, insecure: bool, quiet: bool, verbose: int) -> None:
     """Run one node of an experiment (one per machine, or per process).
 
@@ -54,6 +63,11 @@ def node(deployment: str | None, config_file: str | None, node_id: int | None, i
     checkpoint and its neighbours resync it.
     """
     setup_logging(verbose, quiet)
+    if ids_spec is not None or ids_from_env is not None:
+        return _node_host(deployment, node_id, id_from_env, ids_spec, ids_from_env, block, threads,
+                          no_checkpoints, listen, peers, keys_dir, out, data_dirs, only_data_dirs, insecure, quiet)
+    if block is not None:
+        raise ConfigError("--block", block, "only with --ids-from-env VAR")
     if id_from_env is not None:
         raw = os.environ.get(id_from_env)
         if raw is None:
@@ -89,7 +103,51 @@ def node(deployment: str | None, config_file: str | None, node_id: int | None, i
 
     search = search_path(data_dirs, dep.config, only=only_data_dirs)
     asyncio.run(run_node_async(dep, node_id, out=out_path, listen=listen, search=search, on_record=show,
-                               insecure=insecure))
+                               insecure=insecure, checkpoints=not no_checkpoints))
+
+
+def _node_host(deployment: str | None, node_id: int | None, id_from_env: str | None, ids_spec: str | None,
+               ids_from_env: str | None, block: int | None, threads: int | None, no_checkpoints: bool,
+               listen: str | None, peers: tuple[str, ...], keys_dir: str | None, out: str | None,
+               data_dirs: tuple[str, ...], only_data_dirs: bool, insecure: bool, quiet: bool) -> None:
+    """``p2pfl node --ids`` / ``--ids-from-env VAR --block B``: a node host (see :mod:`p2pfl.host`)."""
+    from ..host import block_ids, host_main, parse_ids
+
+    if node_id is not None or id_from_env is not None:
+        raise ConfigError("--ids", ids_spec or ids_from_env, "either --id/--id-from-env or --ids/--ids-from-env")
+    if ids_spec is not None and ids_from_env is not None:
+        raise ConfigError("--ids", ids_spec, "either --ids or --ids-from-env, not both")
+    if listen is not None or peers:
+        raise ConfigError("--listen", listen or peers[0], "a deployment file for a node host (--ids)")
+    if deployment is None:
+        raise ConfigError("--deployment", None, "a deployment file with every node's address (node hosts need one)")
+    dep = Deployment.from_toml(deployment)
+    if keys_dir:
+        dep = dataclasses.replace(dep, keys_dir=Path(keys_dir).resolve())
+    nodes = dep.config.nodes
+    if ids_from_env is not None:
+        if block is None:
+            raise ConfigError("--block", None, "the number of nodes per rank (with --ids-from-env)")
+        raw = os.environ.get(ids_from_env)
+        if raw is None:
+            raise ConfigError("--ids-from-env", ids_from_env, "the name of a set environment variable")
+        if not raw.strip().isdigit():
+            raise ConfigError(ids_from_env, raw, "a non-negative integer rank")
+        ids = block_ids(int(raw), block, nodes)
+    else:
+        if block is not None:
+            raise ConfigError("--block", block, "only with --ids-from-env VAR")
+        ids = parse_ids(ids_spec or "", nodes)
+    if threads is not None and threads < 1:
+        raise ConfigError("--threads", threads, "an integer >= 1")
+
+    def show(rec: Mapping[str, Any]) -> None:
+        if not quiet:
+            click.echo(f"node {rec['node']} round {rec['round']}: accuracy {rec.get('accuracy', float('nan')):.4f}")
+
+    search = search_path(data_dirs, dep.config, only=only_data_dirs)
+    host_main(dep, ids, out=Path(out) if out else None, search=search, on_record=show,
+              checkpoints=not no_checkpoints, insecure=insecure, threads=threads)
 
 
 @click.command("keygen")

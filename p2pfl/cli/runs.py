@@ -221,10 +221,13 @@ def print_result(result: Any) -> None:
               help="Also write per-node scalars (accuracy, attack success, filter norms) as TensorBoard "
                    "event files here (needs p2pfl[tensorboard]).")
 @click.option("--processes", is_flag=True, help="One OS process per node instead of one process for all.")
+@click.option("--workers", "hosts", type=int, default=None,
+              help="Spread the nodes over this many node hosts (OS processes) on this machine.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ...], roles: tuple[str, ...],
-        out: str | None, overwrite: bool, processes: bool, quiet: bool, verbose: int, **flags: Any) -> None:
+        out: str | None, overwrite: bool, processes: bool, hosts: int | None, quiet: bool, verbose: int,
+        **flags: Any) -> None:
     """Run a whole experiment on this machine."""
     setup_logging(verbose, quiet)
     config = build_config(config_file, flags, sets, data_dirs, roles)
@@ -233,11 +236,17 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
     validate(config)
     out = out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     search = search_path(data_dirs, config)
+    if hosts is not None:
+        from ..host import split_blocks
+
+        if processes:
+            raise ConfigError("--workers", hosts, "either --workers W or --processes, not both")
+        split_blocks(config.nodes, hosts)  # checks W before anything runs
     plan = Plan.build(config, search=search)
     prepare_out(out, overwrite=overwrite)  # refuses to mix into an existing run, before any output
     with _RunView(config, quiet) as view:
         result = launch.run(config, out=out, processes=processes, search=search, progress=view,
-                            overwrite=True, plan=plan, hooks=[RecordUpdates()])
+                            overwrite=True, plan=plan, hooks=[RecordUpdates()], hosts=hosts)
     plots = write_run_plots(result) if result.out is not None else []
     if not quiet:
         print_result(result)

@@ -26,7 +26,7 @@ def _check_source(name: str, value: Any, builtin: tuple[str, ...], what: str) ->
 
 DATASETS = ("fmnist", "adult")
 PARTITIONS = ("iid", "dirichlet", "shards")
-MODELS = ("cnn", "paper-cnn", "mlp")
+MODELS = ("cnn", "paper-cnn", "mlp", "linear")  # p2pfl.models.MODELS
 OPTIMIZERS = ("adam", "sgd")
 MIXING_RULES = ("metropolis", "uniform")
 PLACEMENTS = ("random", "central", "spread", "clustered")
