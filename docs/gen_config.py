@@ -90,7 +90,8 @@ DATA: dict[str, tuple[str, str]] = {
 
 TRAIN: dict[str, tuple[str, str]] = {
     "model": (one_of(config.MODELS), "`cnn`: a small CPU-sized CNN; `paper-cnn`: the 3.38M-parameter CNN of "
-              "Bhagoji et al.; `mlp`: a multilayer perceptron."),
+              "Bhagoji et al.; `mlp`: a multilayer perceptron; `linear`: logistic regression (the smallest, for "
+              "protocol-scale runs); or your factory as `\"package.module:factory\"` (README: Your own model and data)."),
     "epochs": ("integer, 0 to 1000", "Local epochs per round (0: no training, gossip only)."),
     "batch_size": ("integer >= 1", "Minibatch size."),
     "lr": ("number > 0", "Learning rate."),
