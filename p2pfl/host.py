@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -273,19 +273,33 @@ def run_hosts(
         tail.poll(progress)
         _raise_failed(procs, out, running_ok=False)
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for fh in logs.values():
-            fh.close()
-        if sockdir is not None:
-            shutil.rmtree(sockdir, ignore_errors=True)
-    records = tail.records
+        stop_processes(procs, logs, sockdir)
+    return collect_run(plan, out, tail.records, started, extra={"hosts": [ids_text(b) for b in blocks]})
+
+
+def stop_processes(procs: Mapping[int, subprocess.Popen[bytes]], logs: Mapping[int, Any],
+                   sockdir: str | None) -> None:
+    """End what is still running (terminate, then kill after 10 s), close the log files and
+    remove the ipc socket folder: the ``finally`` of every launcher of OS processes."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    for fh in logs.values():
+        fh.close()
+    if sockdir is not None:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def collect_run(plan: Plan, out: Path, records: list[dict[str, Any]], started: float, *,
+                extra: dict[str, Any] | None = None) -> RunResult:
+    """The result of a run whose nodes ran in other processes: their records in round order
+    in ``metrics.jsonl``, their final models from ``out/final``, the summary."""
+    cfg = plan.config
     records.sort(key=lambda r: (int(r["round"]), int(r["node"])))
     with MetricsWriter(out / "metrics.jsonl") as writer:
         for rec in records:
@@ -295,7 +309,7 @@ def run_hosts(
     summary = finish_run(out, plan, records, models, wall)
     return RunResult(config=cfg, summary=summary, records=records, final_models=models,
                      adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source,
-                     extra={"hosts": [ids_text(b) for b in blocks]})
+                     extra=extra or {})
 
 
 def _raise_failed(procs: dict[int, subprocess.Popen[bytes]], out: Path, *, running_ok: bool) -> None:

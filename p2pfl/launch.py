@@ -34,6 +34,7 @@ import zmq.asyncio
 from .config import RunConfig
 from .deployment import Deployment, free_tcp_ports, run_node_async
 from .errors import ConfigError
+from .host import collect_run, stop_processes
 from .metrics import MetricsWriter, read_records
 from .node import Node
 from .plan import Plan, set_torch_threads
@@ -218,33 +219,13 @@ def run_processes(
         if failed:
             raise RuntimeError(f"node process(es) {failed} exited with an error; see {out}/nodes/node-*.log")
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for fh in logs.values():
-            fh.close()
-        if sockdir is not None:
-            shutil.rmtree(sockdir, ignore_errors=True)
+        stop_processes(procs, logs, sockdir)
     records: list[dict[str, Any]] = []
     for i in range(cfg.nodes):
         path = out / "nodes" / f"node-{i}.jsonl"
         if path.exists():
             records.extend(read_records(path))
-    records.sort(key=lambda r: (int(r["round"]), int(r["node"])))
-    with MetricsWriter(out / "metrics.jsonl") as writer:
-        for rec in records:
-            writer.write(rec)
-    models = {i: np.load(out / "final" / f"node-{i}.npy") for i in range(cfg.nodes)}
-    wall = time.perf_counter() - started
-    summary = finish_run(out, plan, records, models, wall)
-    return RunResult(config=cfg, summary=summary, records=records, final_models=models,
-                     adversaries=plan.adversaries, out=out, wall_time=wall, data_source=plan.bundle.source,
-                     extra={"restarts": restarts} if restarts else {})
+    return collect_run(plan, out, records, started, extra={"restarts": restarts} if restarts else {})
 
 
 def _poll_progress(out: Path, seen: dict[int, int], progress: Progress | None) -> None:
