@@ -113,7 +113,6 @@ class Plan:
 
     config: RunConfig
     topology: Topology
-    weights: np.ndarray  # (n, n) mixing matrix
     adversaries: tuple[int, ...]
     bundle: DatasetBundle
     shards: list[np.ndarray]
@@ -143,7 +142,6 @@ class Plan:
         (the config then holds their placeholders, see :mod:`p2pfl.imports`)."""
         cfg = config
         topo = build_topology(cfg.topology, cfg.nodes, seed=cfg.seed, **dict(cfg.topology_params))
-        weights = topo.mixing(cfg.mixing)
         adversaries = _adversaries(cfg, topo)
         dirs = [Path(d).expanduser() for d in search] or resolve_search_dirs(config_dir=cfg.data.data_dir)
         bundle = load_dataset(
@@ -169,7 +167,7 @@ class Plan:
         if active is not None:  # one backdoor (and auxiliary set), shared by colluding adversaries
             chosen = choose_backdoor(bundle, active.params, seed=cfg.seed)
             test, aux, aux_true, backdoor = chosen.test, chosen.aux, chosen.aux_source, chosen.backdoor
-        plan = cls(config=cfg, topology=topo, weights=weights, adversaries=tuple(adversaries),
+        plan = cls(config=cfg, topology=topo, adversaries=tuple(adversaries),
                    bundle=bundle, shards=shards, x0=x0, exp_id=cfg.digest(), test=test, aux=aux,
                    aux_source=aux_true, backdoor=backdoor, search=tuple(dirs), model_source=model)
         if backdoor is not None and backdoor.kind != "single":
@@ -252,8 +250,17 @@ class Plan:
         return Trainer(model, spec, seed=node_seed(self.config.seed, node, 1),
                        keep_optimizer_state=cfg.keep_optimizer_state)
 
+    @property
+    def weights(self) -> np.ndarray:
+        """The ``(n, n)`` mixing matrix, built on first use (read-only, cached by the topology).
+
+        Nodes need only their row (:meth:`neighbour_weights`); at 10,000 nodes the matrix is
+        800 MB, so plans do not build it unless asked.
+        """
+        return self.topology._mixing(self.config.mixing)
+
     def neighbour_weights(self, node: int) -> dict[int, float]:
-        return {j: float(self.weights[node, j]) for j in self.topology.neighbours(node)}
+        return self.topology.mixing_row(node, self.config.mixing)
 
     def max_message_bytes(self) -> int:
         mb = self.config.net.max_message_mb

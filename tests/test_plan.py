@@ -159,3 +159,13 @@ def test_large_plans_describe_their_graph_without_the_cubic_quantities() -> None
     desc = describe_topology(large)
     assert desc["spectral_gap"] is None and desc["diameter"] is None and "note" in desc
     assert (desc["n"], desc["edges"], desc["degree_min"], desc["degree_max"]) == (DESCRIBE_EXACT_MAX + 1,) * 2 + (2, 2)
+
+
+def test_a_plan_and_its_nodes_never_build_the_dense_mixing_matrix(make_config) -> None:
+    # Nodes take their row of W (O(degree)); the (n, n) matrix (800 MB at 10,000 nodes) is
+    # built only when somebody asks for plan.weights.
+    plan = Plan.build(make_config(topology="ring", nodes=6, rounds=1))
+    rows = {i: plan.neighbour_weights(i) for i in range(6)}
+    assert plan.topology.__dict__.get("_mixing_cache", {}) == {}
+    assert all(rows[i][j] == plan.weights[i, j] for i in rows for j in rows[i])
+    assert "metropolis" in plan.topology.__dict__["_mixing_cache"]

@@ -598,3 +598,17 @@ def test_public_names() -> None:
     assert MIXING_RULES == ("metropolis", "uniform")
     assert PLACEMENTS == ("random", "central", "spread", "clustered")
     assert math.isclose(build_topology("ring", 4).spectral_gap("uniform"), 1 - 1 / 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(["ring", "star", "erdos-renyi", "small-world", "random-regular"]),
+       n=st.integers(6, 30), seed=st.integers(0, 1000), rule=st.sampled_from(["metropolis", "uniform"]))
+def test_mixing_row_is_the_dense_row_bit_for_bit(kind, n, seed, rule):
+    params = {"random-regular": {"degree": 4 if n % 2 == 0 else 2}, "erdos-renyi": {"p": 0.4},
+              "small-world": {"k": 4, "p": 0.2}}.get(kind, {})
+    topo = build_topology(kind, n, seed=seed, **params)
+    dense = topo.mixing(rule)
+    for i in range(n):
+        row = topo.mixing_row(i, rule)
+        assert sorted(row) == list(topo.neighbours(i))
+        assert all(row[j] == dense[i, j] for j in row), (i, row)

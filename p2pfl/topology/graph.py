@@ -125,6 +125,20 @@ class Topology:
         """
         return self._mixing(_check_rule(rule)).copy()
 
+    def mixing_row(self, i: int, rule: str = "metropolis") -> dict[int, float]:
+        """``W[i, j]`` for ``i``'s neighbours ``j``, without building the ``(n, n)`` matrix.
+
+        The same numbers as :meth:`mixing` (one division each, as there), at O(deg) cost: what
+        a node needs, and what keeps plans of tens of thousands of nodes small.
+        """
+        rule = _check_rule(rule)
+        i = self._check_node(i)
+        deg = self._degrees
+        if rule == "metropolis":
+            return {j: float(1.0 / (1.0 + np.maximum(deg[i], deg[j]))) for j in self.neighbours(i)}
+        share = float(1.0 / (deg[i] + 1.0))
+        return {j: share for j in self.neighbours(i)}
+
     def _mixing(self, rule: str) -> np.ndarray:
         cache: dict[str, np.ndarray] = self.__dict__.setdefault("_mixing_cache", {})
         if rule not in cache:
