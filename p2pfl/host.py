@@ -40,6 +40,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from .config import RunConfig
 from .deployment import Deployment, free_tcp_ports, run_node_async
 from .errors import ConfigError
 from .metrics import MetricsWriter
@@ -241,12 +242,7 @@ def run_hosts(
     data_dirs = [Path(d).expanduser().absolute() for d in (plan.search or search)]
     threads = threads or max(1, (os.cpu_count() or 2) // len(blocks))
     started = time.perf_counter()
-    if cfg.net.transport == "ipc":
-        sockdir = Path(tempfile.mkdtemp(prefix="p2pfl-"))
-        addresses = {i: f"ipc://{sockdir}/n{i}" for i in range(cfg.nodes)}
-    else:
-        sockdir = None
-        addresses = {i: f"tcp://{cfg.net.host}:{p}" for i, p in enumerate(free_tcp_ports(cfg.nodes, cfg.net.host))}
+    sockdir, addresses = loopback_addresses(cfg)
     dep_path = out / "deployment.toml"
     dep_path.write_text(Deployment(config=cfg, addresses=addresses).to_toml(), encoding="utf-8")
     (out / "hosts").mkdir(exist_ok=True)
@@ -277,8 +273,18 @@ def run_hosts(
     return collect_run(plan, out, tail.records, started, extra={"hosts": [ids_text(b) for b in blocks]})
 
 
+def loopback_addresses(cfg: RunConfig) -> tuple[Path | None, dict[int, str]]:
+    """Every node's address for a run of OS processes on this machine: ``ipc://`` sockets in
+    a fresh folder (returned, to be removed by :func:`stop_processes`), or free tcp ports."""
+    if cfg.net.transport == "ipc":
+        sockdir = Path(tempfile.mkdtemp(prefix="p2pfl-"))
+        return sockdir, {i: f"ipc://{sockdir}/n{i}" for i in range(cfg.nodes)}  # short: sun_path is 108 bytes
+    ports = free_tcp_ports(cfg.nodes, cfg.net.host)
+    return None, {i: f"tcp://{cfg.net.host}:{p}" for i, p in enumerate(ports)}
+
+
 def stop_processes(procs: Mapping[int, subprocess.Popen[bytes]], logs: Mapping[int, Any],
-                   sockdir: str | None) -> None:
+                   sockdir: str | Path | None) -> None:
     """End what is still running (terminate, then kill after 10 s), close the log files and
     remove the ipc socket folder: the ``finally`` of every launcher of OS processes."""
     for p in procs.values():

@@ -34,7 +34,7 @@ import zmq.asyncio
 from .config import RunConfig
 from .deployment import Deployment, free_tcp_ports, run_node_async
 from .errors import ConfigError
-from .host import collect_run, stop_processes
+from .host import collect_run, loopback_addresses, stop_processes
 from .metrics import MetricsWriter, read_records
 from .node import Node
 from .plan import Plan, set_torch_threads
@@ -167,12 +167,7 @@ def run_processes(
     cfg = plan.config
     data_dirs = [Path(d).expanduser().absolute() for d in (plan.search or search)]
     started = time.perf_counter()
-    if cfg.net.transport == "ipc":
-        sockdir = Path(tempfile.mkdtemp(prefix="p2pfl-"))
-        addresses = {i: f"ipc://{sockdir}/node-{i}" for i in range(cfg.nodes)}
-    else:
-        sockdir = None
-        addresses = {i: f"tcp://{cfg.net.host}:{p}" for i, p in enumerate(free_tcp_ports(cfg.nodes, cfg.net.host))}
+    sockdir, addresses = loopback_addresses(cfg)
     dep = Deployment(config=cfg, addresses=addresses, churn_exit=bool(cfg.churn))
     dep_path = out / "deployment.toml"
     dep_path.write_text(dep.to_toml(), encoding="utf-8")
