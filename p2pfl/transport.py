@@ -4,7 +4,7 @@ Each node binds exactly one PULL socket at its own address and connects one PUSH
 each graph neighbour's address, so a node can only ever send to its neighbours: there is no
 socket towards anybody else. Messages are multipart (see :mod:`p2pfl.wire`) and sent
 zero-copy. Every socket has explicit high-water marks, linger, a maximum inbound message
-size and ZMTP heartbeats, and :meth:`Transport.close` is idempotent and never blocks the
+size and ZMTP heartbeats on the sending side, and :meth:`Transport.close` is idempotent and never blocks the
 event loop (:meth:`Transport.aclose` also waits, off the loop, for a private context to end).
 
 Inbound size: ZMQ_MAXMSGSIZE bounds each *frame* only, so :meth:`Transport.recv` reads a
@@ -25,7 +25,10 @@ libzmq would accept any client key.
 
 Liveness: every PUSH socket is monitored (ZMTP heartbeats drop a connection whose peer
 stopped answering); :meth:`Transport.down_since` says since when (on the monotonic clock)
-a neighbour's link has been down, ``None`` while it is up.
+a neighbour's link has been down, ``None`` while it is up. The PULL socket has no heartbeat
+(see :meth:`Transport.bind`); a receiver that reads nothing for longer than the heartbeat
+timeout while a sender's pipe is full looks dead to that sender, which reconnects (what was
+in flight is lost, and the protocol's gaps and snapshots repair it).
 """
 
 from __future__ import annotations
@@ -152,11 +155,11 @@ class Transport:
         self._term_thread: threading.Thread | None = None
 
     # ---- life cycle -----------------------------------------------------------------------
-    def _tune(self, sock: zmq.Socket) -> None:
+    def _tune(self, sock: zmq.Socket, *, heartbeat: bool = True) -> None:
         sock.setsockopt(zmq.LINGER, self._linger)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
-        if self._heartbeat > 0:
+        if heartbeat and self._heartbeat > 0:
             sock.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeat)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat * 3)
             sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat * 5)
@@ -166,7 +169,14 @@ class Transport:
         if self._pull is not None:
             return self.address or ""
         pull = self._ctx.socket(zmq.PULL)
-        self._tune(pull)
+        # No ZMTP heartbeat on the receiving side: once a sender fills its pipe, backpressure
+        # stops libzmq reading that connection, so the heartbeat cannot see the sender's
+        # traffic, drops a healthy connection with everything in flight, and libzmq may abort
+        # on the reconnect (zeromq/libzmq#3937, #4767). The senders' heartbeats are the
+        # liveness signal; TCP keepalive reaps half-open inbound connections.
+        self._tune(pull, heartbeat=False)
+        pull.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        pull.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
         pull.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)
         if self._curve is not None:
             try:

@@ -196,3 +196,35 @@ async def test_close_leaves_a_shared_context_to_its_owner(zmq_ctx):
     assert not zmq_ctx.closed and tr._term_thread is None
     with pytest.raises(Exception, match="recv before bind"):
         await tr.recv()
+
+
+async def test_a_receiver_that_stops_reading_keeps_its_connections_and_loses_nothing(zmq_ctx):
+    # Arrange: a receiver with a short heartbeat and a small high-water mark; a sender queues
+    # far more messages than the pipe holds while the receiver reads nothing for several
+    # heartbeat timeouts. (A ZMTP heartbeat on the receiving side cannot see the peer's
+    # traffic while backpressure has stopped its input, so it would drop the connection and
+    # everything in flight; libzmq can even abort on the reconnect.)
+    tr = Transport(0, "tcp://127.0.0.1:0", context=zmq_ctx, linger_ms=0, hwm=4, heartbeat_ms=100)
+    address = tr.bind()
+    push = zmq_ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.setsockopt(zmq.SNDHWM, 4)
+    push.connect(address)
+    sent = 0
+    try:
+        async def flood() -> None:
+            nonlocal sent
+            for seq in range(1, 201):
+                await push.send_multipart(delta(seq))
+                sent = seq
+
+        sender = asyncio.create_task(flood())
+        await asyncio.sleep(1.5)  # > 3 heartbeat timeouts (300 ms) with the pipe full
+        # Act
+        got = [wire.decode((await recv(tr)).frames, dim=DIM).seq for _ in range(200)]
+        await sender
+    finally:
+        push.close(linger=0)
+        tr.close(linger_ms=0)
+    # Assert: every message, in order, none lost to a dropped connection.
+    assert sent == 200 and got == list(range(1, 201))
