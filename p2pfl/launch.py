@@ -42,6 +42,9 @@ from .runfolder import Progress, RunResult, finish_run, prepare_out, write_plan
 from .transport import Transport
 from .wiring import make_node, reopener, transport_for
 
+#: Where the node hosts of ``run(hosts=W)`` run: OS processes on this machine, or Ray actors.
+BACKENDS = ("local", "ray")
+
 log = logging.getLogger(__name__)
 
 _transport = transport_for  # the name tests/test_faults.py imports
@@ -250,6 +253,8 @@ def run(
     hooks: Sequence[RunHook] = (),
     tensorboard: str | os.PathLike | bool | None = None,
     hosts: int | None = None,
+    backend: str = "local",
+    ray_options: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run a whole experiment on this machine and write its run folder (if ``out``).
 
@@ -262,7 +267,15 @@ def run(
     record as it arrives, and ``hooks`` (:class:`RunHook`) watch the run. ``tensorboard``
     (default: ``config.report.tensorboard``): also write every record as TensorBoard scalars
     there (:class:`p2pfl.metrics.TensorBoardWriter`; ``result.extra["tensorboard"]``).
+    ``backend="ray"`` runs the ``hosts`` node hosts as actors of a Ray cluster instead
+    (:func:`p2pfl.rayhosts.run_ray`, given ``ray_options``: address, placement, restarts, insecure).
     """
+    if backend not in BACKENDS:
+        raise ConfigError("--backend", backend, ", ".join(BACKENDS))
+    if backend == "ray" and not hosts:
+        raise ConfigError("--workers", hosts, "the number of node hosts (Ray actors) with --backend ray")
+    if backend == "ray" and processes:
+        raise ConfigError("--backend", backend, "node hosts (--workers W), not --processes")
     set_torch_threads(1)
     plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
     tb_dir = tensorboard if tensorboard is not None else config.report.tensorboard
@@ -272,7 +285,7 @@ def run(
         with TensorBoardWriter(tb_dir) as tb:  # fails (package missing) before the run starts
             result = run(config, out=out, processes=processes, search=search, progress=tb.progress(progress),
                          overwrite=overwrite, plan=plan, workers=workers, hooks=hooks, tensorboard=False,
-                         hosts=hosts)
+                         hosts=hosts, backend=backend, ray_options=ray_options)
         result.extra["tensorboard"] = str(tb_dir)
         return result
     out_path = prepare_out(out, overwrite=overwrite)
@@ -286,7 +299,12 @@ def run(
         hook.start(plan, out_path)
     result = None
     try:
-        if hosts:
+        if backend == "ray":
+            from .rayhosts import run_ray
+
+            result = run_ray(plan, out=out_path, hosts=hosts, progress=progress, search=search,
+                             **dict(ray_options or {}))
+        elif hosts:
             from .host import run_hosts
 
             result = run_hosts(plan, out=out_path, hosts=hosts, progress=progress, search=search)
@@ -305,5 +323,5 @@ def run(
     return result
 
 
-__all__ = ["Deployment", "RunHook", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run",
+__all__ = ["BACKENDS", "Deployment", "RunHook", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run",
            "run_inprocess_async", "run_node_async", "run_processes"]

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("filters", ("filters", "filters.*")),
     ("attacks", ("attacks", "attacks.*")),
     ("node", ("node", "gossip_async", "plan", "runfolder")),
-    ("wiring", ("wiring", "deployment", "host")),
+    ("wiring", ("wiring", "deployment", "host", "rayhosts")),
     ("launch", ("launch", "updates")),
     ("report", ("report", "report.*")),
     ("experiment", ("experiment",)),

@@ -222,12 +222,25 @@ def print_result(result: Any) -> None:
                    "event files here (needs p2pfl[tensorboard]).")
 @click.option("--processes", is_flag=True, help="One OS process per node instead of one process for all.")
 @click.option("--workers", "hosts", type=int, default=None,
-              help="Spread the nodes over this many node hosts (OS processes) on this machine.")
+              help="Spread the nodes over this many node hosts (OS processes on this machine, or Ray actors "
+                   "with --backend ray).")
+@click.option("--backend", default="local", show_default=True,
+              help="Where the --workers node hosts run: local (OS processes here) or ray (actors of a Ray "
+                   "cluster; needs p2pfl[ray]).")
+@click.option("--address", "ray_address", default=None,
+              help="Ray: the cluster to join (auto: the one `ray start` made here; host:port; ray://host:10001); "
+                   "default: $RAY_ADDRESS, a cluster running here, else a private one for this run.")
+@click.option("--ray-placement", default="spread", show_default=True,
+              help="Ray: spread the hosts over the machines, strict-spread (one per raylet), or pack.")
+@click.option("--ray-restarts", type=int, default=1, show_default=True,
+              help="Ray: restarts of a host whose process dies (its nodes resume from their checkpoints).")
+@click.option("--insecure", is_flag=True,
+              help="Ray: let hosts on several machines talk plain ZeroMQ over non-loopback addresses.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ...], roles: tuple[str, ...],
-        out: str | None, overwrite: bool, processes: bool, hosts: int | None, quiet: bool, verbose: int,
-        **flags: Any) -> None:
+        out: str | None, overwrite: bool, processes: bool, hosts: int | None, backend: str, ray_address: str | None,
+        ray_placement: str, ray_restarts: int, insecure: bool, quiet: bool, verbose: int, **flags: Any) -> None:
     """Run a whole experiment on this machine."""
     setup_logging(verbose, quiet)
     config = build_config(config_file, flags, sets, data_dirs, roles)
@@ -236,6 +249,22 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
     validate(config)
     out = out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     search = search_path(data_dirs, config)
+    if backend not in launch.BACKENDS:
+        raise ConfigError("--backend", backend, ", ".join(launch.BACKENDS))
+    ray_options = None
+    if backend == "ray":
+        from ..rayhosts import PLACEMENTS, import_ray
+
+        if hosts is None:
+            raise ConfigError("--workers", None, "the number of node hosts (Ray actors) with --backend ray")
+        if ray_placement not in PLACEMENTS:
+            raise ConfigError("--ray-placement", ray_placement, ", ".join(PLACEMENTS))
+        import_ray()  # installed? (before anything is written)
+        ray_options = {"address": ray_address, "placement": ray_placement, "restarts": ray_restarts,
+                       "insecure": insecure}
+    elif ray_address is not None or insecure:
+        raise ConfigError("--address" if ray_address is not None else "--insecure", ray_address or True,
+                          "only with --backend ray")
     if hosts is not None:
         from ..host import split_blocks
 
@@ -246,7 +275,8 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
     prepare_out(out, overwrite=overwrite)  # refuses to mix into an existing run, before any output
     with _RunView(config, quiet) as view:
         result = launch.run(config, out=out, processes=processes, search=search, progress=view,
-                            overwrite=True, plan=plan, hooks=[RecordUpdates()], hosts=hosts)
+                            overwrite=True, plan=plan, hooks=[RecordUpdates()], hosts=hosts, backend=backend,
+                            ray_options=ray_options)
     plots = write_run_plots(result) if result.out is not None else []
     if not quiet:
         print_result(result)
