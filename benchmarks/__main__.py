@@ -19,7 +19,7 @@ import time
 
 from ._common import RESULTS, Result, environment, load_average, log, table
 
-ORDER = ("transport", "filter", "overhead", "scale", "hosts")
+ORDER = ("transport", "filter", "overhead", "scale", "raybackend", "hosts")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Node hosts at scale: node-rounds/s and RSS per node from 10 to 10,000 nodes (``run --workers``).
 
 Every point is one experiment run by :func:`p2pfl.host.run_hosts` (W node hosts on this
-machine, ``ipc://`` sockets, no per-round checkpoints), with the hosts' resident memory
+machine: 2, or as many as the descriptor limit needs, :func:`workers_for`; ``ipc://``
+sockets, no per-round checkpoints), with the hosts' resident memory
 sampled from ``/proc`` every 0.5 s (its peak, summed over the hosts, is reported).
 
 * **training on** (10, 100, 1,000 nodes): model ``mlp`` (50,890 parameters, 199 KiB) on the
@@ -15,13 +16,15 @@ sampled from ``/proc`` every 0.5 s (its peak, summed over the hosts, is reported
 Both on a ring and a random 4-regular graph. Reported per point: wall seconds (start-up
 included), seconds per round in steady state (the slowest node's round-1 to last-round
 records), node-rounds/s, the sum of the hosts' peak RSS, and RSS per node above a baseline
-point of the same settings with 6 nodes (3 per host): ``(RSS(n) - RSS(6)) / (n - 6)``,
+point of the same settings and hosts with 3 nodes per host: ``(RSS(n) - RSS(b)) / (n - b)``,
 in model sizes. Targets: 1,000 nodes with training complete 5 rounds in under
 15 minutes; 10,000 nodes without complete 3 rounds; RSS per node <= 4 model sizes plus the
 stated fixed overhead (:data:`FIXED_OVERHEAD`).
 
     python -m benchmarks --only hosts            # every point (about 30-60 min on 2 shared cores)
-    python -m benchmarks.hosts 1000 ring on 5 2  # one point: nodes topology on|off rounds workers
+    python -m benchmarks.hosts 1000 ring on 5 2  # one point: nodes topology on|off rounds [workers]
+    python -m benchmarks.hosts measure points.jsonl   # the README table's points, one JSON line each
+    python -m benchmarks.hosts table points.jsonl     # ... as the README table
 """
 
 from __future__ import annotations
@@ -45,6 +48,20 @@ from ._common import Result, load_average, log
 TOPOLOGIES = {"ring": {}, "random-regular": {"topology_params": {"degree": 4}}}
 WORKERS = 2
 BASE_NODES = 6  # the baseline point: 3 nodes per host (a random 4-regular graph needs 5 or more)
+#: Descriptors a host may use: RLIMIT_NOFILE's hard limit here is 20,000, a node needs about
+#: 3 + 5 per link (p2pfl.host.fds_needed), so large graphs get more hosts than WORKERS.
+FDS_PER_HOST = 16_000
+
+
+def workers_for(nodes: int, topology: str) -> int:
+    """WORKERS, or as many hosts as the descriptors of ``nodes`` nodes need."""
+    degree = 2 if topology == "ring" else TOPOLOGIES[topology]["topology_params"]["degree"]
+    return max(WORKERS, -(-nodes * (3 + 5 * degree) // FDS_PER_HOST))
+
+
+def base_nodes(workers: int) -> int:
+    """The baseline point for ``workers`` hosts: 3 nodes per host."""
+    return max(BASE_NODES, 3 * workers)
 FIXED_OVERHEAD = 256 * 1024  # bytes per node beyond its model vectors (sockets, tasks, records)
 MINUTES_1000 = 15.0
 
@@ -97,8 +114,9 @@ def _children_rss() -> dict[int, int]:
     return out
 
 
-def point(nodes: int, topology: str, training: bool, rounds: int, workers: int = WORKERS) -> dict[str, Any]:
-    """One run of ``workers`` node hosts; returns the measurements."""
+def point(nodes: int, topology: str, training: bool, rounds: int, workers: int | None = None) -> dict[str, Any]:
+    """One run of ``workers`` node hosts (default :func:`workers_for`); returns the measurements."""
+    workers = workers or workers_for(nodes, topology)
     from p2pfl.host import run_hosts
     from p2pfl.plan import Plan, set_torch_threads
     from p2pfl.runfolder import write_plan as _write_plan
@@ -150,7 +168,7 @@ def point(nodes: int, topology: str, training: bool, rounds: int, workers: int =
     }
 
 
-def run_point(nodes: int, topology: str, training: bool, rounds: int, workers: int = WORKERS,
+def run_point(nodes: int, topology: str, training: bool, rounds: int, workers: int | None = None,
               timeout: float = 3600) -> dict[str, Any]:
     """:func:`point` in a fresh process (its memory its own)."""
     import subprocess
@@ -177,12 +195,13 @@ def run(*, quick: bool = False) -> list[Result]:
     results: list[Result] = []
     for topo in TOPOLOGIES:
         points: list[dict[str, Any]] = []
-        bases: dict[bool, dict[str, Any]] = {}
+        bases: dict[tuple[bool, int], dict[str, Any]] = {}
         for nodes, training, rounds in plan:
-            if training not in bases:  # a few nodes per host: the fixed cost of a host
-                bases[training] = run_point(BASE_NODES, topo, training, 3)
-            p = run_point(nodes, topo, training, rounds)
-            p["rss_per_node"] = round(per_node(p, bases[training]))
+            workers = workers_for(nodes, topo)
+            if (training, workers) not in bases:  # a few nodes per host: the fixed cost of the hosts
+                bases[training, workers] = run_point(base_nodes(workers), topo, training, 3, workers)
+            p = run_point(nodes, topo, training, rounds, workers)
+            p["rss_per_node"] = round(per_node(p, bases[training, workers]))
             p["model_sizes_per_node"] = round(p["rss_per_node"] / p["model_bytes"], 2)
             log(f"  hosts {topo} {nodes:>5} nodes training {'on ' if training else 'off'}: "
                 f"{p['node_rounds_per_s']} node-rounds/s, wall {p['wall']} s, RSS {p['rss_hosts_peak'] / 2**20:.0f} MiB "
@@ -197,7 +216,7 @@ def run(*, quick: bool = False) -> list[Result]:
                      f"({p['model']}, {p['workers']} hosts); node-rounds/s in details",
                 unit="bytes/node", baseline=bound, framework=p["rss_per_node"],
                 ratio=p["rss_per_node"] / bound, target=1.0, higher_is_better=False, reps=1,
-                details={**p, "bases": bases},
+                details={**p, "base": bases[p["training"], p["workers"]]},
             ))
             if not p["completed"]:
                 results[-1].met = False
@@ -216,18 +235,20 @@ def run(*, quick: bool = False) -> list[Result]:
 def measure(points: list[tuple[int, str, bool, int]], out: Path) -> None:
     """The points of the README table, one after another, each appended to ``out`` (JSON lines)
     as soon as it is measured (a failed point is recorded and the next one runs)."""
-    bases: dict[tuple[str, bool], dict[str, Any]] = {}
+    bases: dict[tuple[str, bool, int], dict[str, Any]] = {}
     for nodes, topo, training, rounds in points:
-        if (topo, training) not in bases:
-            bases[topo, training] = run_point(BASE_NODES, topo, training, 3)
+        workers = workers_for(nodes, topo)
+        key = (topo, training, workers)
+        if key not in bases:
+            bases[key] = run_point(base_nodes(workers), topo, training, 3, workers)
         try:
-            p = run_point(nodes, topo, training, rounds)
+            p = run_point(nodes, topo, training, rounds, workers)
         except Exception as exc:  # record the failure and go on with the next point
             p = {"nodes": nodes, "topology": topo, "training": training, "rounds": rounds, "error": str(exc)[-2000:]}
         else:
-            p["rss_per_node"] = round(per_node(p, bases[topo, training]))
+            p["rss_per_node"] = round(per_node(p, bases[key]))
             p["model_sizes_per_node"] = round(p["rss_per_node"] / p["model_bytes"], 2)
-            p["base"] = bases[topo, training]
+            p["base"] = bases[key]
         log(f"  {json.dumps({k: v for k, v in p.items() if k not in ('base', 'rss_by_host')})}")
         with out.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(p) + "\n")
@@ -265,7 +286,7 @@ elif __name__ == "__main__" and sys.argv[1:2] == ["measure"]:
     measure(order, Path(sys.argv[2]))
 elif __name__ == "__main__":
     n, topo, mode, r = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    w = int(sys.argv[5]) if len(sys.argv) > 5 else WORKERS
+    w = int(sys.argv[5]) if len(sys.argv) > 5 else None
     print(json.dumps(point(n, topo, mode == "on", r, w)))
     sys.stdout.flush()
     os._exit(0)

@@ -97,6 +97,26 @@ def split_blocks(nodes: int, hosts: int) -> list[list[int]]:
     return blocks
 
 
+def block_addresses(nodes: int, machines: Sequence[str], block: int, *, port: int = 7000,
+                    tasks_per_machine: int = 1) -> dict[int, str]:
+    """Every node's address when rank r runs the block ``r*block ..`` (:func:`block_ids`) and
+    ranks are laid out on ``machines`` ``tasks_per_machine`` at a time (rank r on machine
+    ``r // tasks_per_machine``, Slurm's default "block" distribution): node i listens on
+    ``tcp://MACHINE:port+i``, a port of its own on any machine."""
+    block = integer("--block", block, lo=1)
+    tasks_per_machine = integer("--tasks-per-machine", tasks_per_machine, lo=1)
+    port = integer("--port", port, lo=1, hi=65535 - nodes + 1,
+                   allowed=f"a port in 1..{65535 - nodes + 1} (node i listens on port + i, {nodes} nodes)")
+    machines = [m.strip() for m in machines if m.strip()]
+    ranks = -(-nodes // block)
+    needed = -(-ranks // tasks_per_machine)
+    if len(machines) < needed:
+        raise ConfigError("--machines", ",".join(machines) or None,
+                          f"at least {needed} machine(s): {nodes} nodes in blocks of {block} are {ranks} rank(s), "
+                          f"{tasks_per_machine} per machine")
+    return {i: f"tcp://{machines[(i // block) // tasks_per_machine]}:{port + i}" for i in range(nodes)}
+
+
 def ids_text(ids: Sequence[int]) -> str:
     """The shortest ``--ids`` text for ``ids`` (contiguous runs as ``a-b``)."""
     parts: list[str] = []
@@ -360,5 +380,5 @@ def host_main(deployment: Deployment, ids: Sequence[int], **kwargs: Any) -> dict
     return asyncio.run(run_host_async(deployment, ids, **kwargs))
 
 
-__all__ = ["block_ids", "fds_needed", "host_main", "ids_text", "parse_ids", "raise_fd_limit", "run_host_async",
+__all__ = ["block_addresses", "block_ids", "fds_needed", "host_main", "ids_text", "parse_ids", "raise_fd_limit", "run_host_async",
            "run_hosts", "split_blocks"]

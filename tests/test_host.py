@@ -144,3 +144,64 @@ def test_a_host_past_the_descriptor_limit_says_to_use_more_hosts(make_config, mo
     monkeypatch.setattr(host, "raise_fd_limit", lambda wanted: (64, 64))
     with pytest.raises(ConfigError, match="more hosts"):
         asyncio.run(host.run_host_async(dep, [0, 1, 2, 3], out=None))
+
+
+# ---- deployment files for ranks (p2pfl deployment, examples/slurm.sbatch) ----------------------------
+def test_block_addresses_put_each_rank_on_its_machine_with_a_port_per_node():
+    from p2pfl.host import block_addresses
+
+    addr = block_addresses(10, ["a", "b", "c"], 4, port=7000)
+    assert [addr[i] for i in (0, 3, 4, 7, 8, 9)] == ["tcp://a:7000", "tcp://a:7003", "tcp://b:7004",
+                                                     "tcp://b:7007", "tcp://c:7008", "tcp://c:7009"]
+    two_per_machine = block_addresses(10, ["a", "b"], 3, tasks_per_machine=2)
+    assert {two_per_machine[i].split(":")[1] for i in range(6)} == {"//a"}
+    assert two_per_machine[6].startswith("tcp://b:")
+    with pytest.raises(ConfigError, match="--machines"):
+        block_addresses(10, ["a", "b"], 4)  # 3 ranks, one per machine
+    with pytest.raises(ConfigError, match="--port"):
+        block_addresses(10, ["a"], 10, port=65530)
+
+
+def test_deployment_command_writes_a_file_node_hosts_accept(tmp_path, capsys, make_config):
+    cfg = make_config(topology="ring", nodes=6, rounds=1)
+    (tmp_path / "run.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    code, err = run_cli(["deployment", str(tmp_path / "run.toml"), "--machines", "n1,n2", "--block", "3",
+                         "-o", str(tmp_path / "cluster.toml")], capsys)
+    assert code == 0, err
+    dep = Deployment.from_toml(tmp_path / "cluster.toml")
+    assert dep.config.nodes == 6 and dep.addresses[2] == "tcp://n1:7002" and dep.addresses[3] == "tcp://n2:7003"
+    code, err = run_cli(["deployment", str(tmp_path / "run.toml"), "--machines", "n1", "--block", "3",
+                         "-o", str(tmp_path / "x.toml")], capsys)
+    assert code == 2 and "--machines" in err and not (tmp_path / "x.toml").exists()
+
+
+@pytest.mark.slow
+def test_the_slurm_script_runs_node_hosts_by_rank(make_config, tmp_path):
+    """examples/slurm.sbatch as Slurm would run it: `scontrol` and `srun` are stand-ins that
+    list two machines (both this one) and start the tasks here with SLURM_PROCID set; the
+    p2pfl part is real (the deployment file, two node hosts by rank, real sockets)."""
+    cfg = make_config(topology="ring", nodes=6, rounds=2)
+    ref = run(cfg)
+    (tmp_path / "run.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/bash\nprintf '127.0.0.1\\n127.0.0.1\\n'\n")
+    (bin_dir / "srun").write_text("#!/bin/bash\npids=()\nfor ((r = 0; r < SLURM_NTASKS; r++)); do\n"
+                                  "  SLURM_PROCID=$r \"$@\" & pids+=($!)\ndone\n"
+                                  "status=0\nfor p in \"${pids[@]}\"; do wait \"$p\" || status=1; done\nexit $status\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "out"
+    port = free_tcp_ports(1)[0]
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               SLURM_JOB_NODELIST="node[1-2]", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_ID="42",
+               CONFIG=str(tmp_path / "run.toml"), BLOCK="3", PORT=str(min(port, 60000)), OUT=str(out),
+               DATA=str(tmp_path / "nodata"))
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "slurm.sbatch")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    dep = Deployment.from_toml(out / "cluster.toml")
+    assert dep.addresses[3].endswith(f":{min(port, 60000) + 3}")
+    for i in range(cfg.nodes):
+        assert np.array_equal(np.load(out / "final" / f"node-{i}.npy"), ref.final_models[i]), i

@@ -24,7 +24,7 @@ import click
 
 from ..errors import ConfigError, DataError, P2PFLError
 from ._common import search_path
-from .deploy import keygen, node
+from .deploy import deployment, keygen, node
 from .graphs import topology
 from .results import report, sweep
 from .runs import build_config, parse_role, print_result, run
@@ -36,7 +36,7 @@ def cli() -> None:
     """p2pfl: serverless gossip learning for studying model poisoning and local defences."""
 
 
-for _command in (run, node, keygen, sweep, report, topology):
+for _command in (run, node, deployment, keygen, sweep, report, topology):
     cli.add_command(_command)
 
 

@@ -150,6 +150,38 @@ def _node_host(deployment: str | None, node_id: int | None, id_from_env: str | N
               checkpoints=not no_checkpoints, insecure=insecure, threads=threads)
 
 
+@click.command("deployment")
+@click.argument("config_file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--machines", required=True, metavar="A,B,...",
+              help="The machines the ranks run on, in rank order (Slurm: scontrol show hostnames).")
+@click.option("--block", type=int, required=True, help="Nodes per rank (as given to p2pfl node --block).")
+@click.option("--tasks-per-machine", type=int, default=1, show_default=True,
+              help="Ranks per machine (Slurm: --ntasks-per-node).")
+@click.option("--port", type=int, default=7000, show_default=True, help="Node i listens on port + i.")
+@click.option("--keys-dir", type=click.Path(file_okay=False), default=None,
+              help="CurveZMQ keys of every node (p2pfl keygen); a host with keys runs one node: --block 1.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The deployment file to write.")
+def deployment(config_file: str, machines: str, block: int, tasks_per_machine: int, port: int,
+               keys_dir: str | None, output: str) -> None:
+    """Write a deployment file for node hosts started by rank (``p2pfl node --ids-from-env``).
+
+    Rank r runs nodes r*BLOCK .. r*BLOCK+BLOCK-1 on machine r // TASKS_PER_MACHINE of
+    --machines; node i listens on that machine at port + i.
+    """
+    from ..host import block_addresses
+
+    config = RunConfig.from_toml(config_file)
+    if keys_dir is not None and block != 1:
+        raise ConfigError("--block", block, "1 with --keys-dir (a host with CurveZMQ keys runs one node)")
+    addresses = block_addresses(config.nodes, machines.split(","), block, port=port,
+                                tasks_per_machine=tasks_per_machine)
+    dep = Deployment(config=config, addresses=addresses, keys_dir=Path(keys_dir).resolve() if keys_dir else None)
+    Path(output).write_text(dep.to_toml(), encoding="utf-8")
+    ranks = -(-config.nodes // block)
+    click.echo(f"{output}: {config.nodes} nodes, {ranks} rank(s) of {block}, on "
+               f"{len({a.rsplit(':', 1)[0] for a in addresses.values()})} machine(s)")
+
+
 @click.command("keygen")
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--nodes", type=int, required=True, help="Make key pairs for nodes 0..N-1.")
