@@ -627,14 +627,18 @@ class GossipProtocol:
     def alive(self, j: int, now: float | None = None) -> bool:
         """False once j's link has been down, with nothing heard from j since, for ``dead_after`` s.
 
-        A message accepted from j after the link went down proves j is back, whatever the
-        socket monitor still says. ``now`` defaults to the time of the last :meth:`tick`.
+        A message accepted from j after the link went down proves j was alive when it came,
+        whatever the socket monitor still says; silence for ``dead_after`` after that message,
+        with the link still down, makes j down again (a neighbour that sent a last message and
+        left must not count as alive forever). ``now`` defaults to the time of the last
+        :meth:`tick`.
         """
         peer = self.peers[j]
         since = peer.down_since
-        if since is None or peer.last_seen >= since:
+        if since is None:
             return True
-        return (self._now if now is None else now) - since < self.dead_after
+        quiet_since = max(since, peer.last_seen)  # no link, and no message since either
+        return (self._now if now is None else now) - quiet_since < self.dead_after
 
     _now: float = 0.0
 

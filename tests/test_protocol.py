@@ -192,6 +192,25 @@ def test_pending_deltas_are_bounded_per_neighbour():
     assert len(a.peers[1].pending) <= a.window + 1
 
 
+def test_a_neighbour_heard_after_its_link_went_down_is_dead_once_silent_for_dead_after():
+    # Arrange: a's link to b goes down at 10; a message from b still arrives at 11 (it was in
+    # flight), then b is gone for good and the link never comes back.
+    a, b = make(0, [1], dead_after=3.0), make(1, [0])
+    greeted(a, b)
+    for p in (a, b):
+        p.begin_round(1, 0.0)
+    a.tick(10.0, {1: 10.0})
+    (msg,) = b.announce(1, model(1, 1))
+    a.receive(roundtrip(msg), None, 11.0)
+    # Act / Assert: alive while the message is recent; down once nothing (no link, no message)
+    # came for dead_after seconds. (It used to count as alive forever: a node finishing then
+    # waited for its done until the round timeout.)
+    a.tick(13.5, {1: 10.0})
+    assert a.alive(1)
+    a.tick(14.5, {1: 10.0})
+    assert not a.alive(1) and a.peers[1].down
+
+
 # ---- the simulator -------------------------------------------------------------------------------------
 @dataclass
 class Net:
