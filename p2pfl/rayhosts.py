@@ -154,8 +154,9 @@ def run_ray(
     """Run the experiment of ``plan`` as ``hosts`` node hosts on a Ray cluster.
 
     ``address``: the cluster (``"auto"``: the one ``ray start`` made on this machine, or
-    ``host:port``, or ``ray://host:10001``); ``None`` or ``"local"`` starts a private one-machine
-    cluster for this run. ``placement``: ``spread``, ``strict-spread`` (one host per raylet)
+    ``host:port``, or ``ray://host:10001``); ``"local"``: a private one-machine cluster for
+    this run (a logical CPU per host); ``None``: Ray's default (``$RAY_ADDRESS``, a cluster
+    running on this machine, else a private one). ``placement``: ``spread``, ``strict-spread`` (one host per raylet)
     or ``pack``. ``restarts``: how often a host whose process dies is restarted (its nodes
     resume from their checkpoints). ``insecure``: allow plain-text sockets on non-loopback
     addresses (nodes with CurveZMQ keys cannot share a host).
@@ -173,16 +174,17 @@ def run_ray(
     data_dirs = [str(Path(d).expanduser().absolute()) for d in (plan.search or search)]
     threads = threads or 1
     started = time.perf_counter()
-    own = address in (None, "local")
     root = str(Path(__file__).resolve().parent.parent)  # so workers import this p2pfl, installed or not
     pythonpath = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
-    init = dict(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, log_to_driver=False,
-                configure_logging=False)
+    init: dict[str, Any] = dict(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, log_to_driver=False,
+                                configure_logging=False)
+    if address == "local":  # a private cluster for this run, with a logical CPU per host
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        init.update(address="local", num_cpus=max(len(blocks), os.cpu_count() or 1), include_dashboard=False)
+    elif address is not None:
+        init["address"] = address
     try:
-        if own:
-            ray.init(num_cpus=max(hosts, os.cpu_count() or 1), include_dashboard=False, **init)
-        else:
-            ray.init(address=address, **init)
+        ray.init(**init)
     except ConnectionError as exc:
         raise ConfigError("--address", address, f"a running Ray cluster ({exc}); start one with `ray start --head`, "
                                                 "or use --address local") from None

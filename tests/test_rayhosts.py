@@ -156,3 +156,20 @@ def test_a_host_killed_mid_run_is_restarted_and_its_nodes_resume(tmp_path, ray_c
     final = {r["node"]: r for r in records if r["round"] == 8}
     others = np.mean([final[i]["accuracy"] for i in (0, 1, 2)])
     assert all(abs(final[i]["accuracy"] - others) <= 0.05 for i in victim_nodes), final
+
+
+@pytest.mark.slow
+def test_the_command_line_with_a_private_cluster_writes_the_usual_run_folder(tmp_path, capsys):
+    # Arrange / Act: `p2pfl run --backend ray --address local` (Ray starts and stops its own cluster).
+    pytest.importorskip("ray", reason="Ray is the optional extra p2pfl[ray] (make install installs it)")
+    out = tmp_path / "run"
+    code, err = run_cli(["run", "--topology", "ring", "--nodes", "4", "--rounds", "2", "--max-train", "400",
+                         "--max-test", "100", "--backend", "ray", "--address", "local", "--workers", "3",
+                         "--out", str(out), "-q"], capsys)
+    # Assert: the same files as any run, every node's records, three hosts.
+    assert code == 0, err
+    for name in ("config.toml", "plan.json", "deployment.toml", "metrics.jsonl", "summary.json"):
+        assert (out / name).exists(), name
+    assert sorted(p.name for p in (out / "final").iterdir()) == [f"node-{i}.npy" for i in range(4)]
+    assert len(read_records(out / "metrics.jsonl")) == 8
+    assert len(list((out / "hosts").glob("host-*.json"))) == 3
