@@ -46,7 +46,7 @@ def run(*, quick: bool = False) -> list[Result]:
 
     reps = 2 if quick else 3
     data_dir = Path(tempfile.mkdtemp(prefix="p2pfl-bench-nodata-"))
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")  # see tests/test_rayhosts.py
     port = free_tcp_ports(1)[0]
     t0 = time.perf_counter()
     subprocess.run([_ray_cli(), "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard",

@@ -187,7 +187,8 @@ def run_ray(
         ray.init(**init)
     except ConnectionError as exc:
         raise ConfigError("--address", address, f"a running Ray cluster ({exc}); start one with `ray start --head`, "
-                                                "or use --address local") from None
+                                                "or use --address local (a cluster with token authentication also "
+                                                "needs RAY_AUTH_MODE=token here)") from None
     pg = None
     actors: list[Any] = []
     sockdir: Path | None = None

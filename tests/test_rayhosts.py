@@ -62,7 +62,10 @@ def ray_cluster():
     """Address of a two-raylet Ray cluster on this machine (stopped afterwards)."""
     pytest.importorskip("ray", reason="Ray is the optional extra p2pfl[ray] (make install installs it)")
     port = free_tcp_ports(1)[0]
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # No token authentication inside this throwaway cluster: Ray 2.5x turns it on for `ray start`
+    # whenever ~/.ray/auth_token exists (any earlier private ray.init() writes one), and then
+    # `ray start --address` on the same machine cannot join without being told to send it.
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     common = ["--num-cpus", "2", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
     try:
         subprocess.run([_ray_cli(), "start", "--head", "--port", str(port), "--include-dashboard", "false",
