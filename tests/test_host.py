@@ -175,6 +175,30 @@ def test_deployment_command_writes_a_file_node_hosts_accept(tmp_path, capsys, ma
     assert code == 2 and "--machines" in err and not (tmp_path / "x.toml").exists()
 
 
+def free_port_range(count: int) -> int:
+    """A base port whose next ``count`` ports are free now, below Linux's ephemeral range
+    (32768-60999), where the suite's own outgoing connections take ports."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - count)
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free range of ports")
+
+
 @pytest.mark.slow
 def test_the_slurm_script_runs_node_hosts_by_rank(make_config, tmp_path):
     """examples/slurm.sbatch as Slurm would run it: `scontrol` and `srun` are stand-ins that
@@ -192,16 +216,16 @@ def test_the_slurm_script_runs_node_hosts_by_rank(make_config, tmp_path):
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     out = tmp_path / "out"
-    port = free_tcp_ports(1)[0]
+    port = free_port_range(cfg.nodes)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                SLURM_JOB_NODELIST="node[1-2]", SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_ID="42",
-               CONFIG=str(tmp_path / "run.toml"), BLOCK="3", PORT=str(min(port, 60000)), OUT=str(out),
+               CONFIG=str(tmp_path / "run.toml"), BLOCK="3", PORT=str(port), OUT=str(out),
                DATA=str(tmp_path / "nodata"))
     proc = subprocess.run(["bash", str(ROOT / "examples" / "slurm.sbatch")], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     dep = Deployment.from_toml(out / "cluster.toml")
-    assert dep.addresses[3].endswith(f":{min(port, 60000) + 3}")
+    assert dep.addresses[3].endswith(f":{port + 3}")
     for i in range(cfg.nodes):
         assert np.array_equal(np.load(out / "final" / f"node-{i}.npy"), ref.final_models[i]), i

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -140,15 +141,17 @@ async def test_forged_traffic_without_keys_changes_nothing_and_costs_bounded_res
     flooded = threading.Event()
 
     class WaitForTheFlood(Honest):
-        """Node 0 trains round 2 only once it has processed the whole flood, so all of it hits a
-        running node (the sender's exit only means the messages left it)."""
+        """Node 0 starts the flood when it begins round 2 and trains only once it has processed
+        all of it, so the whole flood hits a running node in the middle of a round (the
+        sender's exit only means the messages left it)."""
 
-        def __init__(self, node: Node):
+        def __init__(self, node: Node, start: Callable[[], None]):
             super().__init__()
-            self.node = node
+            self.node, self.start = node, start
 
         def craft(self, view):
             if view.round == 2:
+                self.start()
                 flooded.wait(120)
                 deadline = time.monotonic() + 120
                 while "experiment" not in self.node.rejected and time.monotonic() < deadline:
@@ -157,10 +160,14 @@ async def test_forged_traffic_without_keys_changes_nothing_and_costs_bounded_res
 
     def configure(node: Node) -> None:
         if node.id == 0:
-            node.behaviour = WaitForTheFlood(node)
-            task = asyncio.get_running_loop().create_task(attack(node.transport.address))
-            task.add_done_callback(lambda _: flooded.set())
-            attackers.append(task)
+            loop, address = asyncio.get_running_loop(), node.transport.address
+
+            def launch() -> None:
+                task = loop.create_task(attack(address))
+                task.add_done_callback(lambda _: flooded.set())
+                attackers.append(task)
+
+            node.behaviour = WaitForTheFlood(node, lambda: loop.call_soon_threadsafe(launch))
 
     nodes: list[Node] = []
     # Act
