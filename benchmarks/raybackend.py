@@ -35,7 +35,7 @@ def _ray_cli() -> str:
 
 def run(*, quick: bool = False) -> list[Result]:
     try:
-        import ray  # noqa: F401
+        import ray
     except ImportError:
         log("  skipped: Ray is not installed (pip install 'p2pfl[ray]')")
         return []
@@ -86,7 +86,7 @@ def run(*, quick: bool = False) -> list[Result]:
         baseline_samples=[round(t, 2) for t in times["local"]], framework_samples=[round(t, 2) for t in times["ray"]],
         details={"cluster_start_seconds": round(cluster_start, 2), "same_final_models": same,
                  "nodes": plan.config.nodes, "rounds": plan.config.rounds, "model": plan.config.train.model,
-                 "ray": __import__("ray").__version__, "load_average": load_average()},
+                 "ray": ray.__version__, "load_average": load_average()},
     )
     log(f"  {result.name}: --workers {result.baseline:.1f} s, ray {result.framework:.1f} s, ratio {result.ratio:.2f} "
         f"(cluster start {cluster_start:.1f} s, not counted)")

@@ -45,6 +45,16 @@ from .wiring import make_node, reopener, transport_for
 #: Where the node hosts of ``run(hosts=W)`` run: OS processes on this machine, or Ray actors.
 BACKENDS = ("local", "ray")
 
+
+def check_backend(backend: str, *, hosts: int | None, processes: bool = False) -> None:
+    """Raise :class:`ConfigError` naming the flag for a backend that cannot run as asked."""
+    if backend not in BACKENDS:
+        raise ConfigError("--backend", backend, ", ".join(BACKENDS))
+    if backend == "ray" and not hosts:
+        raise ConfigError("--workers", hosts, "the number of node hosts (Ray actors) with --backend ray")
+    if backend == "ray" and processes:
+        raise ConfigError("--backend", backend, "node hosts (--workers W), not --processes")
+
 log = logging.getLogger(__name__)
 
 _transport = transport_for  # the name tests/test_faults.py imports
@@ -270,12 +280,7 @@ def run(
     ``backend="ray"`` runs the ``hosts`` node hosts as actors of a Ray cluster instead
     (:func:`p2pfl.rayhosts.run_ray`, given ``ray_options``: address, placement, restarts, insecure).
     """
-    if backend not in BACKENDS:
-        raise ConfigError("--backend", backend, ", ".join(BACKENDS))
-    if backend == "ray" and not hosts:
-        raise ConfigError("--workers", hosts, "the number of node hosts (Ray actors) with --backend ray")
-    if backend == "ray" and processes:
-        raise ConfigError("--backend", backend, "node hosts (--workers W), not --processes")
+    check_backend(backend, hosts=hosts, processes=processes)
     set_torch_threads(1)
     plan = plan or Plan.build(config, search=search)  # fails fast, before anything is written
     tb_dir = tensorboard if tensorboard is not None else config.report.tensorboard
@@ -323,5 +328,5 @@ def run(
     return result
 
 
-__all__ = ["BACKENDS", "Deployment", "RunHook", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run",
+__all__ = ["BACKENDS", "Deployment", "check_backend", "RunHook", "RunResult", "free_tcp_ports", "make_node", "prepare_out", "run",
            "run_inprocess_async", "run_node_async", "run_processes"]

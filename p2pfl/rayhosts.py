@@ -38,6 +38,7 @@ import numpy as np
 from .deployment import Deployment, free_tcp_ports, is_loopback
 from .errors import ConfigError
 from .host import collect_run, ids_text, split_blocks
+from .metrics import read_records
 from .plan import Plan
 from .runfolder import Progress, RunResult
 
@@ -112,10 +113,7 @@ class HostActor:
         finally:
             root.removeHandler(handler)
             handler.close()
-        records = []
-        for i in ids:
-            path = self.out / "nodes" / f"node-{i}.jsonl"
-            records += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [rec for i in ids for rec in read_records(self.out / "nodes" / f"node-{i}.jsonl")]
         return {"models": {i: np.asarray(x) for i, x in models.items()}, "records": records, "where": where}
 
 
@@ -280,12 +278,4 @@ def _write_missing_node_files(out: Path, records: list[dict[str, Any]]) -> None:
             path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
 
 
-def ray_available() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-__all__ = ["HostActor", "PLACEMENTS", "RAY_HELP", "import_ray", "ray_available", "run_ray"]
+__all__ = ["HostActor", "PLACEMENTS", "RAY_HELP", "import_ray", "run_ray"]

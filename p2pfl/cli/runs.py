@@ -249,14 +249,11 @@ def run(config_file: str | None, data_dirs: tuple[str, ...], sets: tuple[str, ..
     validate(config)
     out = out or f"runs/{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     search = search_path(data_dirs, config)
-    if backend not in launch.BACKENDS:
-        raise ConfigError("--backend", backend, ", ".join(launch.BACKENDS))
+    launch.check_backend(backend, hosts=hosts, processes=processes)
     ray_options = None
     if backend == "ray":
         from ..rayhosts import PLACEMENTS, import_ray
 
-        if hosts is None:
-            raise ConfigError("--workers", None, "the number of node hosts (Ray actors) with --backend ray")
         if ray_placement not in PLACEMENTS:
             raise ConfigError("--ray-placement", ray_placement, ", ".join(PLACEMENTS))
         import_ray()  # installed? (before anything is written)

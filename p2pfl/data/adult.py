@@ -13,7 +13,7 @@ import torch
 
 from p2pfl.errors import DataError
 
-from .base import DatasetBundle, TensorData, _candidate_dirs, _find_file, _limit, _rng
+from .base import DatasetBundle, TensorData, _candidate_dirs, _find_file, _limit_split
 
 #: The package's logger: records keep the name "p2pfl.data" they had before the split.
 logger = logging.getLogger("p2pfl.data")
@@ -138,11 +138,8 @@ def _load_adult(
     te_y = _adult_labels(test_rows, test_path)
     tr_x, te_x = _encode_adult(train_rows, test_rows, train_path, test_path)
     counts = f"{tr_y.shape[0]} train / {te_y.shape[0]} test, {tr_x.shape[1]} features"
-    tr_x, tr_y = _limit(tr_x, tr_y, max_train, _rng(seed, 1))
-    te_x, te_y = _limit(te_x, te_y, max_test, _rng(seed, 2))
-    source = f"UCI Adult from {d} ({counts})"
-    if max_train is not None or max_test is not None:
-        source += f", stratified subset {tr_y.shape[0]} / {te_y.shape[0]}"
+    (tr_x, tr_y), (te_x, te_y), subset = _limit_split((tr_x, tr_y), (te_x, te_y), max_train, max_test, seed)
+    source = f"UCI Adult from {d} ({counts}){subset}"
     logger.info("dataset adult: %s", source)
     return DatasetBundle(
         train=TensorData(torch.from_numpy(np.ascontiguousarray(tr_x)), torch.from_numpy(tr_y), 2),

@@ -147,3 +147,17 @@ def _limit(
     idx = _stratified_take(y, limit, rng)
     return x[idx], y[idx]
 
+
+def _limit_split(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+    max_train: int | None, max_test: int | None, seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
+    """Class-stratified subsets of both splits (independent streams of ``seed``), and what a
+    data source's description adds for them: ``""`` or ``", stratified subset A / B"``."""
+    train = _limit(*train, max_train, _rng(seed, 1))
+    test = _limit(*test, max_test, _rng(seed, 2))
+    note = ""
+    if max_train is not None or max_test is not None:
+        note = f", stratified subset {train[1].shape[0]} / {test[1].shape[0]}"
+    return train, test, note
+

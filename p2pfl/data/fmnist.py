@@ -24,7 +24,7 @@ from .base import (
     TensorData,
     _candidate_dirs,
     _find_file,
-    _limit,
+    _limit_split,
     _rng,
     _stratified_take,
 )
@@ -264,11 +264,8 @@ def _load_fmnist(
     kind = "full" if files is not None else "embedded"
 
     counts = f"{tr_y.shape[0]} train / {te_y.shape[0]} test"
-    tr_x, tr_y = _limit(tr_x, tr_y, max_train, _rng(seed, 1))
-    te_x, te_y = _limit(te_x, te_y, max_test, _rng(seed, 2))
-    source = f"{origin} ({counts})"
-    if max_train is not None or max_test is not None:
-        source += f", stratified subset {tr_y.shape[0]} / {te_y.shape[0]}"
+    (tr_x, tr_y), (te_x, te_y), subset = _limit_split((tr_x, tr_y), (te_x, te_y), max_train, max_test, seed)
+    source = f"{origin} ({counts}){subset}"
     logger.info("dataset fmnist: %s", source)
     classes = len(FASHION_MNIST_CLASSES)
     return DatasetBundle(

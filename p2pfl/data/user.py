@@ -22,7 +22,7 @@ from p2pfl.imports import (
     is_placeholder,
 )
 
-from .base import DATASETS, USER_DATASET, DatasetBundle, TensorData, _limit, _rng
+from .base import DATASETS, USER_DATASET, DatasetBundle, TensorData, _limit_split
 
 #: The package's logger: records keep the name "p2pfl.data" they had before the split.
 logger = logging.getLogger("p2pfl.data")
@@ -175,8 +175,7 @@ def user_bundle(
                         f"{te_x.shape[1:]}; expected the same input shape")
     tr_y = _labels(parts[1], "y_train", where, tr_x.shape[0], classes)
     te_y = _labels(parts[3], "y_test", where, te_x.shape[0], classes)
-    tr_x, tr_y = _limit(tr_x, tr_y, max_train, _rng(seed, 1))
-    te_x, te_y = _limit(te_x, te_y, max_test, _rng(seed, 2))
+    (tr_x, tr_y), (te_x, te_y), _ = _limit_split((tr_x, tr_y), (te_x, te_y), max_train, max_test, seed)
     source_text = f"user data {name} ({tr_y.shape[0]} train / {te_y.shape[0]} test)"
     logger.info("dataset %s: %s", field, source_text)
     return DatasetBundle(
